@@ -16,6 +16,9 @@ Layout (``schema`` 1)::
     cursor          ISO 8601 "Z" timestamp the harvest has reached (exclusive upper bound)
     records         {id: {status: done|failed|skipped, concept, revision, updated, checksums,
                           attempts, reason, images, files, output, processed_at, version}}
+    pending         {id: {action, reason, attempts, record, planned_at}}: planned by ``detect``
+                    and not processed yet; carried into the next plan, because the cursor has
+                    already moved past them
     versions        [{version, created, added, updated, removed, files, counts...}] (oldest first)
     destinations    {zenodo: {...ids...}, kaggle: {...}}
     journal         {destination: {version, step, ...}} publishing in progress
@@ -43,6 +46,7 @@ class State:
     path: Path
     cursor: str | None = None
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     versions: list[dict[str, Any]] = field(default_factory=list)
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -70,6 +74,7 @@ class State:
                              hint="upgrade the pipeline to the version that wrote it")
         return cls(
             path=path, cursor=raw.get("cursor"), records=raw.get("records", {}),
+            pending=raw.get("pending", {}),
             versions=raw.get("versions", []), destinations=raw.get("destinations", {}),
             journal=raw.get("journal", {}), notifications=raw.get("notifications", {}),
             last_run=raw.get("last_run", {}),
@@ -78,6 +83,7 @@ class State:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA, "cursor": self.cursor, "records": self.records,
+            "pending": self.pending,
             "versions": self.versions, "destinations": self.destinations,
             "journal": self.journal, "notifications": self.notifications,
             "last_run": self.last_run,
@@ -99,6 +105,7 @@ class State:
     def apply_outcome(self, outcome: dict[str, Any]) -> None:
         """Fold one record outcome (as written by ``process``) into the state."""
         rid = str(outcome["id"])
+        self.pending.pop(rid, None)
         previous = self.records.get(rid, {})
         entry = {k: v for k, v in outcome.items() if k != "id"}
         # A record processed again keeps the dataset version that first added it until

@@ -1,0 +1,182 @@
+"""Verified downloads of record archives, with resume, a size limit and a content-addressed cache.
+
+Why this shape (after fatiando/pooch): a small pure function decides what to do with a download
+(:func:`download_action`), the caller does the I/O. Bytes stream to ``<name>.part`` in the cache
+folder while their md5 is computed; only when the size and Zenodo's md5 match is the file renamed
+into place, so a file in the cache is always complete and verified. The cache is keyed by the
+md5 Zenodo publishes, so a file already downloaded with the same checksum is never downloaded
+again, whichever record or run asks for it.
+
+An interrupted download resumes with ``Range: bytes=N-`` when the server answers 206 (Zenodo's
+file endpoint does); a 200 means start again. Records without an archive fall back to the GitHub
+release archive of their related identifier (``source.github.archive_url``); those have no
+published checksum, so their cache key is the repository and ref, and the sha256 is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import requests
+
+from pipeline.errors import ChecksumError, PipelineError, ServiceError
+from pipeline.http import HttpClient
+from pipeline.records import Record, RecordFile
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """One archive to fetch for a record: a Zenodo file, or the GitHub fallback."""
+
+    key: str            # the Zenodo file key, or "github:<owner>/<repo>@<ref>"
+    url: str
+    md5: str            # "md5:<hex>", or "" when the source publishes none
+    size: int           # expected bytes, 0 when unknown
+    origin: Literal["zenodo", "github"]
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    source: Source
+    path: Path
+    sha256: str         # "sha256:<hex>" of the bytes on disk
+    size: int
+    reused: bool        # True when the cache already held the verified file
+
+
+def is_archive(key: str) -> bool:
+    return key.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def sources_for(record: Record, archive_url: str) -> list[Source]:
+    """The archives to process for ``record``: every archive file, else the GitHub release."""
+    archives = [f for f in record.files if is_archive(f.key)]
+    if archives:
+        return [_zenodo_source(f) for f in archives]
+    if record.github is None:
+        return []
+    g = record.github
+    url = archive_url.format(owner=g.owner, repo=g.repo, ref=g.ref)
+    return [Source(key=f"github:{g.owner}/{g.repo}@{g.ref}", url=url, md5="", size=0,
+                   origin="github")]
+
+
+def _zenodo_source(f: RecordFile) -> Source:
+    return Source(key=f.key, url=f.url, md5=f.checksum, size=f.size, origin="zenodo")
+
+
+def cache_path(cache: Path, source: Source) -> Path:
+    """Where a verified copy of ``source`` lives: by md5 when known, else by origin and key."""
+    if source.md5:
+        alg, _, digest = source.md5.partition(":")
+        return cache / alg / digest
+    safe = hashlib.sha256(source.key.encode("utf-8")).hexdigest()[:32]
+    return cache / "github" / safe
+
+
+def download_action(target: Path) -> Literal["reuse", "resume", "fetch"]:
+    """Pure-ish decision from what is on disk: a verified file is reused, a ``.part`` resumed."""
+    if target.is_file():
+        return "reuse"
+    part = target.with_name(target.name + ".part")
+    if part.is_file() and part.stat().st_size > 0:
+        return "resume"
+    return "fetch"
+
+
+def fetch(http: HttpClient, source: Source, cache: Path, *, record: str, max_bytes: int,
+          retries: int = 3) -> Downloaded:
+    """Download ``source`` into the cache (or reuse it) and verify its size and md5."""
+    target = cache_path(cache, source)
+    if download_action(target) == "reuse":
+        return Downloaded(source, target, _sha256_of(target), target.stat().st_size, True)
+    if source.size and source.size > max_bytes:
+        raise PipelineError(
+            f"archive {source.key} is larger than processing.max_download_bytes",
+            stage="fetch", record=record, url=source.url, expected=f"<= {max_bytes} bytes",
+            got=f"{source.size} bytes", hint="raise the limit in the manifest to process it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    last: Exception | None = None
+    for _ in range(retries + 1):
+        try:
+            _stream(http, source, part, record=record, max_bytes=max_bytes)
+            break
+        except (requests.RequestException, ServiceError) as exc:
+            last = exc
+            if isinstance(exc, ServiceError) and exc.status and exc.status < 500 \
+                    and exc.status != 429:
+                raise
+    else:
+        assert last is not None
+        if isinstance(last, PipelineError):
+            raise last
+        raise ServiceError(f"download of {source.key} kept failing ({last})", stage="fetch",
+                           record=record, url=source.url,
+                           hint="the run can be repeated; the partial file is resumed") from last
+    size = part.stat().st_size
+    md5, sha256 = _digests(part)
+    if source.size and size != source.size:
+        part.unlink()
+        raise ChecksumError(f"size of {source.key} differs from the record", stage="fetch",
+                            record=record, url=source.url, expected=source.size, got=size,
+                            hint="the bad bytes were deleted; the record will be retried")
+    if source.md5 and md5 != source.md5:
+        part.unlink()
+        raise ChecksumError(f"checksum of {source.key} differs from the record", stage="fetch",
+                            record=record, url=source.url, expected=source.md5, got=md5,
+                            hint="the bad bytes were deleted; the record will be retried")
+    os.replace(part, target)
+    return Downloaded(source, target, sha256, size, False)
+
+
+def _stream(http: HttpClient, source: Source, part: Path, *, record: str, max_bytes: int
+            ) -> None:
+    have = part.stat().st_size if part.is_file() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    response = http.request("GET", source.url, stage="fetch", record=record, stream=True,
+                            ok=(200, 206), headers=headers,
+                            hint="the record's file may have been removed; check the URL")
+    with response:
+        if response.status_code == 200:
+            have = 0  # the server ignored the Range: start again
+        length = response.headers.get("Content-Length")
+        if length and have + int(length) > max_bytes:
+            raise PipelineError(
+                f"archive {source.key} is larger than processing.max_download_bytes",
+                stage="fetch", record=record, url=source.url, expected=f"<= {max_bytes} bytes",
+                got=f"{have + int(length)} bytes",
+                hint="raise the limit in the manifest to process it")
+        written = have
+        with open(part, "ab" if have else "wb") as out:
+            for block in response.iter_content(BLOCK):
+                written += len(block)
+                if written > max_bytes:
+                    out.close()
+                    part.unlink()
+                    raise PipelineError(
+                        f"archive {source.key} exceeded processing.max_download_bytes while "
+                        "downloading", stage="fetch", record=record, url=source.url,
+                        expected=f"<= {max_bytes} bytes", got=f"> {max_bytes} bytes",
+                        hint="raise the limit in the manifest to process it")
+                out.write(block)
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(BLOCK), b""):
+            md5.update(block)
+            sha.update(block)
+    return f"md5:{md5.hexdigest()}", f"sha256:{sha.hexdigest()}"
+
+
+def _sha256_of(path: Path) -> str:
+    return _digests(path)[1]
