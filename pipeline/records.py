@@ -126,6 +126,7 @@ def parse_record(hit: dict[str, Any]) -> Record:
     license_ = meta.get("license")
     if isinstance(license_, dict):
         license_ = license_.get("id")
+    license_ = str(license_).lower() if license_ else None  # pre-2023 ids were upper-case
     rtype = meta.get("resource_type") or {}
     rtype_name = rtype.get("type") or rtype.get("id") or ""
     concept = hit.get("conceptrecid") or (hit.get("parent") or {}).get("id")
