@@ -46,7 +46,8 @@ def test_retry_after_on_a_200_is_ignored_and_5xx_backs_off(server) -> None:
 def test_client_errors_are_not_retried_and_say_what_went_wrong(server) -> None:
     scripted(server, "/x", [json_response(400, {
         "status": 400, "message": "A validation error occurred.",
-        "errors": [{"field": "metadata.title", "messages": ["Missing data for required field."]}]})])
+        "errors": [{"field": "metadata.title",
+                    "messages": ["Missing data for required field."]}]})])
     sleeps: list[float] = []
     with pytest.raises(ServiceError) as info:
         client(server, sleeps).request("GET", "/x", stage="publish", record="42")
