@@ -1,0 +1,208 @@
+"""``process``: fetch and convert the records of a plan, in worker processes, shard by shard.
+
+Why this shape:
+
+* ``--shard K/N`` is a deterministic partition of the plan by a stable hash of the record id
+  (not by position), so a GitHub Actions matrix or a SLURM job array can split the work, the
+  shards together cover the plan exactly once, and a record stays in its shard when the plan
+  around it changes;
+* ``--jobs N`` runs records in N worker processes (conversion is CPU-bound numpy and zlib work);
+* each record ends in exactly one *outcome* file written atomically (:mod:`pipeline.state`), so
+  a killed run loses at most the records in progress, and the next run skips what is done;
+* a failing record is recorded with its reason and attempt count and never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import zlib
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.detect import PlanEntry, load_plan
+from pipeline.errors import PipelineError, UsageError
+from pipeline.http import HttpClient
+from pipeline.manifest import Manifest
+from pipeline.state import State, outcome_path, write_outcome
+
+log = logging.getLogger("pipeline.process")
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"K/N"`` (1-based) to ``(K, N)``; None means the whole plan, ``(1, 1)``."""
+    if not text:
+        return 1, 1
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes K/N, e.g. 2/4; got {text!r}") from None
+    if not 1 <= k <= n:
+        raise UsageError(f"--shard K/N needs 1 <= K <= N; got {text!r}")
+    return k, n
+
+
+def in_shard(record_id: str, shard: tuple[int, int]) -> bool:
+    """Stable partition: crc32 of the id, modulo N (the same on every machine and Python)."""
+    k, n = shard
+    return zlib.crc32(record_id.encode("utf-8")) % n == k - 1
+
+
+@dataclass
+class ProcessReport:
+    planned: int = 0
+    shard: tuple[int, int] = (1, 1)
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    already: list[str] = field(default_factory=list)
+    images: int = 0
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        k, n = self.shard
+        lines = [f"process: shard {k}/{n}: {self.planned} planned, {len(self.done)} done, "
+                 f"{len(self.failed)} failed, {len(self.already)} already done; "
+                 f"{self.images} images in {self.seconds:.1f} s"]
+        lines += [f"  failed {rid}: {reason}" for rid, reason in sorted(self.failed.items())]
+        return "\n".join(lines)
+
+    def outputs(self) -> dict[str, Any]:
+        return {"processed": len(self.done), "failed": len(self.failed), "images": self.images}
+
+    def markdown(self) -> str:
+        k, n = self.shard
+        md = (f"## process (shard {k}/{n})\n\n| planned | done | failed | already done | images |"
+              f"\n|---|---|---|---|---|\n| {self.planned} | {len(self.done)} | "
+              f"{len(self.failed)} | {len(self.already)} | {self.images} |\n")
+        if self.failed:
+            md += "\n| failed record | reason |\n|---|---|\n" + "".join(
+                f"| {rid} | {reason.replace('|', '/')} |\n"
+                for rid, reason in sorted(self.failed.items()))
+        return md
+
+
+def already_done(entry: PlanEntry, state: State, workdir: Path) -> bool:
+    """True when this run (or a killed earlier one) has already finished the record."""
+    if outcome_path(workdir, entry.id).is_file():
+        return True
+    prev = state.records.get(entry.id)
+    record = entry.record
+    checksums = {f["key"]: f["checksum"] for f in record.get("files", [])}
+    return bool(prev and prev.get("status") == "done" and entry.id not in state.pending
+                and prev.get("revision") == record.get("revision")
+                and prev.get("checksums") == checksums)
+
+
+def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
+            shard: tuple[int, int] = (1, 1), jobs: int = 1) -> ProcessReport:
+    """Process the plan's records of ``shard`` with ``jobs`` workers; write one outcome each."""
+    if not plan_path.is_file():
+        raise UsageError(f"no plan at {plan_path}",
+                         hint="run `python -m pipeline detect` first, or pass --plan")
+    started = time.monotonic()
+    entries = [e for e in load_plan(plan_path) if in_shard(e.id, shard)]
+    report = ProcessReport(planned=len(entries), shard=shard)
+    todo = []
+    for entry in entries:
+        (report.already if already_done(entry, state, workdir) else todo).append(entry)
+    args = [(entry, manifest.path, str(workdir)) for entry in todo]
+    if jobs == 1 or len(todo) <= 1:
+        for a in args:
+            _collect(report, process_one(*a))
+    else:
+        _run_pool(args, jobs, report)
+    report.seconds = time.monotonic() - started
+    state.last_run["process"] = {"at": _now(), **report.outputs(), "shard": f"{shard[0]}/"
+                                 f"{shard[1]}"}
+    return report
+
+
+def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
+    progress = _progress(len(args))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        queue = list(args)
+        running: set[Future] = set()
+        while queue or running:
+            while queue and len(running) < jobs * 2:
+                running.add(pool.submit(process_one, *queue.pop(0)))
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                _collect(report, future.result())
+                if progress:
+                    progress.update(1)
+    if progress:
+        progress.close()
+
+
+def _progress(total: int) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="record", desc="process")
+
+
+def _collect(report: ProcessReport, outcome: dict[str, Any]) -> None:
+    if outcome["status"] == "done":
+        report.done.append(outcome["id"])
+        report.images += int(outcome.get("images", 0))
+        log.info("record %s: %d images from %d files", outcome["id"], outcome.get("images", 0),
+                 outcome.get("files", 0))
+    else:
+        report.failed[outcome["id"]] = outcome["reason"]
+        log.warning("record %s failed: %s", outcome["id"], outcome["reason"])
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- one record (runs in a worker process) ---------------------------------------------------
+
+_CLIENTS: dict[str, HttpClient] = {}
+
+
+def _client(manifest: Manifest, origin: str) -> HttpClient:
+    """One session per service per worker process (sessions cannot cross processes)."""
+    if origin not in _CLIENTS:
+        if origin == "zenodo":
+            z = manifest.source.zenodo
+            _CLIENTS[origin] = HttpClient(service="Zenodo files", token=z.token,
+                                          retries=z.max_retries,
+                                          timeout=(10.0, z.timeout_seconds))
+        else:
+            token = os.environ.get(manifest.source.github.token_env) or None
+            _CLIENTS[origin] = HttpClient(service="GitHub archives", token=token)
+    return _CLIENTS[origin]
+
+
+def process_one(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str, Any]:
+    """Fetch, convert and store one record; return (and write) its outcome. Never raises for a
+    bad record: the failure becomes the outcome."""
+    from pipeline.manifest import load
+    from pipeline.records import Record
+
+    manifest = load(manifest_path)
+    folder = Path(workdir)
+    record = Record.from_dict(entry.record)
+    base = {"id": entry.id, "concept": record.concept_id, "revision": record.revision,
+            "updated": record.updated, "checksums": record.checksums, "processed_at": _now()}
+    try:
+        result = convert_record(manifest, record, entry.raw, folder)
+        outcome = {**base, "status": "done", "attempts": 0, "reason": "", **result}
+    except PipelineError as exc:
+        outcome = {**base, "status": "failed", "attempts": entry.attempts + 1,
+                   "reason": str(exc), "record": entry.record}
+    except Exception as exc:  # a bug must fail one record, loudly, not the run
+        log.exception("record %s: unexpected error", entry.id)
+        outcome = {**base, "status": "failed", "attempts": entry.attempts + 1,
+                   "reason": f"[process] record {entry.id}: unexpected {type(exc).__name__}: "
+                             f"{exc}. This is a bug; please report it with this message",
+                   "record": entry.record}
+    write_outcome(folder, outcome)
+    return outcome
