@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -47,12 +46,13 @@ def _state(manifest: Manifest, workdir: Path) -> State:
     return state
 
 
-def _github(outputs: dict[str, Any], summary: str) -> None:
+def _report(command: str, *, ok: bool = True, outputs: dict[str, Any] | None = None,
+            tables: dict[str, list[dict[str, Any]]] | None = None,
+            notes: Sequence[str] = ()) -> None:
     """Step outputs and a job summary when running in GitHub Actions (no-ops elsewhere)."""
     from pipeline import actions
 
-    actions.write_outputs(outputs)
-    actions.write_summary(summary)
+    actions.report_step(command, ok=ok, outputs=outputs, tables=tables, notes=notes)
 
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -85,11 +85,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
           f"{counts['retry']} retry), {len(plan.skipped)} skipped, "
           f"{plan.search_requests} search request(s); window {plan.since} .. {plan.until}; "
           f"plan: {out}")
-    rows = [(e.id, e.action, e.reason[:80]) for e in plan.entries[:50]]
-    _github({"planned": total, "has_work": str(total > 0).lower(), "plan": str(out)},
-            "## detect\n\n" + f"{total} record(s) planned ({counts}).\n\n"
-            + ("| record | action | reason |\n|---|---|---|\n"
-               + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows) if rows else ""))
+    _report("detect", outputs={"planned": total, "has_work": total > 0, "plan": str(out),
+                               **counts},
+            tables={"Planned records": [{"record": e.id, "action": e.action, "reason": e.reason}
+                                        for e in plan.entries]})
     return 0
 
 
@@ -103,7 +102,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     report = process(manifest, state, workdir, plan_path=plan_path, shard=shard, jobs=args.jobs)
     print(report.text())
-    _github(report.outputs(), report.markdown())
+    _report("process", ok=not report.failed, outputs=report.outputs(),
+            tables={"Failed records": report.rows()})
     return 1 if report.failed else 0
 
 
@@ -116,11 +116,12 @@ def cmd_version(args: argparse.Namespace) -> int:
     built = build_version(manifest, state, workdir)
     if built is None:
         print("version: nothing changed since the last version; no new version")
-        _github({"version": "", "new_version": "false"}, "## version\n\nNothing changed.\n")
+        _report("version", outputs={"version": "", "new_version": False},
+                notes=["Nothing changed since the last version."])
         return 0
     print(f"version: built {built.version} in {built.folder} ({built.counts})")
-    _github({"version": built.version, "new_version": "true"},
-            f"## version {built.version}\n\n{built.notes}\n")
+    _report("version", outputs={"version": built.version, "new_version": True, **built.counts},
+            notes=[built.notes])
     return 0
 
 
@@ -131,9 +132,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     workdir = _workdir(args, manifest)
     state = _state(manifest, workdir)
     report = publish(manifest, state, workdir, target=args.target, dry_run=args.dry_run)
-    print(report.text())
-    _github(report.outputs(), report.markdown())
-    return 1 if report.failed else 0
+    for line in report.lines():
+        print(line)
+    _report("publish", ok=report.ok, outputs=report.outputs(),
+            tables={"Destinations": report.rows()}, notes=report.lines())
+    return 0 if report.ok else 1
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
@@ -143,9 +146,11 @@ def cmd_notify(args: argparse.Namespace) -> int:
     workdir = _workdir(args, manifest)
     state = _state(manifest, workdir)
     report = notify(manifest, state)
-    print(report.text())
-    _github(report.outputs(), report.markdown())
-    return 1 if report.failed else 0
+    for line in report.lines():
+        print(line)
+    _report("notify", ok=report.ok, outputs=report.outputs(),
+            tables={"Notifications": report.rows()}, notes=report.lines())
+    return 0 if report.ok else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -370,7 +375,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc)
         print(f"error: {message}" if exc.exit_code != 2 or "\n" not in message else message,
               file=sys.stderr)
-        if os.environ.get("GITHUB_STEP_SUMMARY"):
-            _github({"error": redact(message.splitlines()[0])},
-                    f"## {args.command} failed\n\n```\n{redact(message)}\n```\n")
+        _report(args.command, ok=False, outputs={"error": redact(message.splitlines()[0])},
+                notes=[f"```\n{redact(message)}\n```"])
         return exc.exit_code

@@ -126,7 +126,8 @@ SCHEMA: dict[str, Any] = _obj({
                      "required": ["url_env"], "additionalProperties": False}, None),
         "github_dispatch": _d({"type": "array", "items": _obj({
             "repo": {"type": "string", "pattern": "^[^/\\s]+/[^/\\s]+$"},
-            "event_type": _d(_NESTR, "dataset-updated"),
+            "event_type": _d({"type": "string", "minLength": 1, "maxLength": 100},
+                             "dataset-updated"),
             "token_env": _d(_ENV, "DISPATCH_TOKEN"),
             "api_url": _d({"type": "string", "pattern": "^https?://"},
                           "https://api.github.com"),

@@ -72,18 +72,12 @@ class ProcessReport:
         return "\n".join(lines)
 
     def outputs(self) -> dict[str, Any]:
-        return {"processed": len(self.done), "failed": len(self.failed), "images": self.images}
+        return {"planned": self.planned, "processed": len(self.done),
+                "failed": len(self.failed), "already_done": len(self.already),
+                "images": self.images}
 
-    def markdown(self) -> str:
-        k, n = self.shard
-        md = (f"## process (shard {k}/{n})\n\n| planned | done | failed | already done | images |"
-              f"\n|---|---|---|---|---|\n| {self.planned} | {len(self.done)} | "
-              f"{len(self.failed)} | {len(self.already)} | {self.images} |\n")
-        if self.failed:
-            md += "\n| failed record | reason |\n|---|---|\n" + "".join(
-                f"| {rid} | {reason.replace('|', '/')} |\n"
-                for rid, reason in sorted(self.failed.items()))
-        return md
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"record": rid, "reason": reason} for rid, reason in sorted(self.failed.items())]
 
 
 def already_done(entry: PlanEntry, state: State, workdir: Path) -> bool:
