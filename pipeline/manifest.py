@@ -105,7 +105,7 @@ SCHEMA: dict[str, Any] = _obj({
         }),
         "kaggle": _obj({
             "enabled": _d({"type": "boolean"}, True),
-            "dataset": {"type": "string", "pattern": "^[^/\\s]+/[a-z0-9][a-z0-9-]{4,49}$"},
+            "dataset": {"type": "string", "pattern": "^[^/\\s]+/[a-z0-9][a-z0-9-]{5,49}$"},
             "public": _d({"type": "boolean"}, False),
             "api_url": _d({"type": ["string", "null"], "pattern": "^https?://"}, None),
             "files": _d({"enum": ["all", "latest-parts"]}, "all"),
