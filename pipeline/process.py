@@ -29,6 +29,7 @@ from pipeline.detect import PlanEntry, load_plan
 from pipeline.errors import PipelineError, UsageError
 from pipeline.http import HttpClient
 from pipeline.manifest import Manifest
+from pipeline.records import Record
 from pipeline.state import State, outcome_path, write_outcome
 
 log = logging.getLogger("pipeline.process")
@@ -159,6 +160,16 @@ def _now() -> str:
 # -- one record (runs in a worker process) ---------------------------------------------------
 
 _CLIENTS: dict[str, HttpClient] = {}
+_MANIFESTS: dict[Path, Manifest] = {}
+
+
+def _manifest(path: Path) -> Manifest:
+    """The manifest, loaded once per worker process."""
+    from pipeline.manifest import load
+
+    if path not in _MANIFESTS:
+        _MANIFESTS[path] = load(path)
+    return _MANIFESTS[path]
 
 
 def _client(manifest: Manifest, origin: str) -> HttpClient:
@@ -178,10 +189,7 @@ def _client(manifest: Manifest, origin: str) -> HttpClient:
 def process_one(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str, Any]:
     """Fetch, convert and store one record; return (and write) its outcome. Never raises for a
     bad record: the failure becomes the outcome."""
-    from pipeline.manifest import load
-    from pipeline.records import Record
-
-    manifest = load(manifest_path)
+    manifest = _manifest(manifest_path)
     folder = Path(workdir)
     record = Record.from_dict(entry.record)
     base = {"id": entry.id, "concept": record.concept_id, "revision": record.revision,
@@ -200,3 +208,43 @@ def process_one(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str
                    "record": entry.record}
     write_outcome(folder, outcome)
     return outcome
+
+
+def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | None,
+                   workdir: Path) -> dict[str, Any]:
+    """Fetch every archive of ``record`` (or its GitHub fallback), convert and store them.
+
+    Returns the outcome fields of a processed record. Raises a :class:`PipelineError` naming
+    the stage for a record that cannot be processed.
+    """
+    from pipeline.fetch import fetch, sources_for
+    from pipeline.store import SourceArchive, write_record
+
+    sources = sources_for(record, manifest.source.github.archive_url)
+    if not sources:
+        raise PipelineError(
+            "the record has no archive file and no GitHub related identifier to fall back on",
+            stage="fetch", record=record.id, expected="a .zip/.tar.* file or a github.com "
+            "related identifier", got=", ".join(f.key for f in record.files) or "no files",
+            hint="nothing to convert; add the record to source.exclusions to stop retrying it")
+    if raw is None:
+        # Plans carried over from earlier runs keep only the parsed record; the metadata of
+        # the output holds Zenodo's own JSON, so read it again.
+        zenodo = _client(manifest, "zenodo")
+        raw = zenodo.request("GET", f"{manifest.source.zenodo.url.rstrip('/')}/api/records/"
+                             f"{record.id}", stage="fetch", record=record.id,
+                             headers={"Accept": "application/json"}).json()
+    p = manifest.processing
+    cache = workdir / "downloads"
+    archives = []
+    for source in sources:
+        got = fetch(_client(manifest, source.origin), source, cache, record=record.id,
+                    max_bytes=p.max_download_bytes, retries=p.download_retries)
+        archives.append(SourceArchive(key=source.key, path=got.path, checksum=source.md5,
+                                      sha256=got.sha256))
+    output = write_record(workdir / "records", record.id, archives, processing=p, record=raw)
+    return {"images": output.images, "files": output.files, "skipped_files": output.skipped,
+            "output": f"records/{output.hdf5.name}", "metadata": f"records/"
+            f"{output.metadata.name}", "sha256": output.hdf5_sha256,
+            "bytes": output.hdf5_bytes, "source_bytes": output.source_bytes,
+            "archives": [{"key": s.key, "origin": s.origin, "url": s.url} for s in sources]}
