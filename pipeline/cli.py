@@ -132,11 +132,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     workdir = _workdir(args, manifest)
     state = _state(manifest, workdir)
     report = publish(manifest, state, workdir, target=args.target, dry_run=args.dry_run)
-    for line in report.lines():
-        print(line)
-    _report("publish", ok=report.ok, outputs=report.outputs(),
-            tables={"Destinations": report.rows()}, notes=report.lines())
-    return 0 if report.ok else 1
+    print(report.text())
+    _report("publish", ok=not report.failed, outputs=report.outputs(),
+            notes=[report.markdown()])
+    return 1 if report.failed else 0
 
 
 def cmd_notify(args: argparse.Namespace) -> int:

@@ -130,10 +130,15 @@ def _files_change(old: dict[str, str], new: dict[str, str]) -> str:
 
 
 def split(since: datetime, until: datetime) -> tuple[tuple[datetime, datetime], ...]:
-    """Halve a window at a whole microsecond (Zenodo's timestamp resolution)."""
-    half = (until - since) / 2
-    middle = since + timedelta(microseconds=math.ceil(half / timedelta(microseconds=1)))
-    return (since, middle), (middle, until)
+    """Halve a window at a whole millisecond.
+
+    Zenodo's search index stores dates with millisecond precision (OpenSearch ``date``), so a
+    bound inside a millisecond would be rounded the same way on both sides of the split.
+    """
+    ms = timedelta(milliseconds=1)
+    middle = since.replace(microsecond=since.microsecond // 1000 * 1000) + \
+        math.ceil((until - since) / 2 / ms) * ms
+    return (since, min(middle, until)), (min(middle, until), until)
 
 
 def select(retries: list[PlanEntry], harvested: list[PlanEntry], limit: int
@@ -161,7 +166,7 @@ def harvest(client: ZenodoClient, manifest: Manifest, since: datetime, until: da
                       all_versions=manifest.source.versions == "all")
         first = client.search(q, page=1, **search)
         if first.total >= RESULT_WINDOW:
-            if end - start <= timedelta(microseconds=1):
+            if end - start <= timedelta(milliseconds=1):
                 raise ServiceError(
                     f"{first.total} records share one timestamp; cannot split the window",
                     stage="detect", expected=f"fewer than {RESULT_WINDOW}", got=first.total,

@@ -343,7 +343,7 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
                      f"got {error.instance!r}"
     if v == "pattern":
         return path, f"expected a value matching {error.validator_value}, got {error.instance!r}"
-    if v in ("minimum", "maximum", "exclusiveMinimum", "minLength", "minItems"):
+    if v in ("minimum", "maximum", "exclusiveMinimum", "minLength", "maxLength", "minItems"):
         return path, f"expected {v} {error.validator_value}, got {error.instance!r}"
     if v == "format":
         return path, f"expected an ISO 8601 {error.validator_value} such as " \

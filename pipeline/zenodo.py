@@ -90,7 +90,8 @@ class ZenodoClient:
         if all_versions:
             params["all_versions"] = "true"
         if communities:
-            params["communities"] = ",".join(communities)
+            # Repeated, not comma-joined: "a,b" would be one unknown slug, silently ignored.
+            params["communities"] = list(communities)
         self.search_requests += 1
         response = self.http.request(
             "GET", "/api/records", params=params, stage="detect", pacer=self.search_pacer,

@@ -45,12 +45,14 @@ def test_failed_records_come_back_until_the_retry_limit() -> None:
     assert decide(rec(revision=2), {**failed, "attempts": 3}, retry_limit=3)[0] == "updated"
 
 
-def test_split_halves_at_whole_microseconds_without_gap_or_overlap() -> None:
+def test_split_halves_at_whole_milliseconds_without_gap_or_overlap() -> None:
     a = datetime(2026, 1, 1, tzinfo=UTC)
-    b = a + timedelta(microseconds=3)
+    b = a + timedelta(milliseconds=3)
     (s1, e1), (s2, e2) = split(a, b)
     assert (s1, e2) == (a, b) and e1 == s2
-    assert e1 - a == timedelta(microseconds=2)
+    assert e1 - a == timedelta(milliseconds=2)
+    day = split(a, a + timedelta(days=1))
+    assert day[0][1] == a + timedelta(hours=12)
 
 
 def test_select_takes_retries_first_and_reports_truncation() -> None:

@@ -21,6 +21,7 @@ import requests
 
 import pipeline.sandbox as sandbox_pkg
 from pipeline import manifest as manifest_mod
+from pipeline.errors import ManifestError
 from pipeline.notify import (
     MAX_ATTEMPTS,
     Announcement,
@@ -457,14 +458,14 @@ def test_dispatch_bad_token_gives_a_clear_error(tmp_path: Path, box: Sandbox) ->
 
 
 def test_dispatch_validation_and_unknown_repo_errors(tmp_path: Path, box: Sandbox) -> None:
-    manifest = make_manifest(tmp_path, box.url, dispatch=[
-        {"event_type": "x" * 101}, {"repo": "org/missing"}])
+    # GitHub's 100-character limit on event_type is caught before anything is sent.
+    with pytest.raises(ManifestError) as info:
+        make_manifest(tmp_path, box.url, dispatch=[{"event_type": "x" * 101}])
+    assert "event_type: expected maxLength 100" in str(info.value)
+    manifest = make_manifest(tmp_path, box.url, dispatch=[{"repo": "org/missing"}])
     state = make_state(tmp_path, version_entry(1))
     report = notify(manifest, state, environ=environ_for(box.url))
     errors = {r.channel: r.error for r in report.failed}
-    too_long = errors[f"dispatch:{REPO}:{'x' * 101}"]
-    assert "422" in too_long and "properties/event_type" in too_long
-    assert "check event_type" in too_long
     missing = errors["dispatch:org/missing:dataset-updated"]
     assert "404" in missing and "org/missing does not exist" in missing
 

@@ -163,6 +163,9 @@ def _read_chunked(rfile) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client's delayed ACK
+    # stalls every response by ~40 ms (measured: 44 ms vs 1.3 ms per request on a Session).
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -186,6 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             response = json_response(500, {"status": 500, "code": 500,
                                            "message": f"sandbox error: {exc!r}"})
         payload = response.body if request.method != "HEAD" else b""
+        owner.record(request, response)  # before replying: a client that got it sees it logged
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
@@ -193,7 +197,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if payload:
             self.wfile.write(payload)
-        owner.record(request, response)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
 
@@ -252,8 +255,9 @@ class SandboxServer:
                     if (method is None or e["method"] == method) and e["path"].startswith(prefix)]
 
     def start(self) -> SandboxServer:
+        # a short poll interval: stop() (every test fixture teardown) returns in ~50 ms, not 0.5 s
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="sandbox",
-                                        daemon=True)
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
