@@ -17,6 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# mkstemp creates files readable by their owner only; outputs and published versions should get
+# the permissions any new file gets (umask read once: os.umask can only be read by setting it).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[Path]:
@@ -34,6 +40,7 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[P
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
