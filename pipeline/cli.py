@@ -97,7 +97,9 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     manifest = _manifest(args)
     workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
+    # Read-only: shards of a job array may share the workdir and the state file, so process
+    # never writes the state; its outcome files are folded in by the next command.
+    state = State.load(manifest.state_path)
     plan_path = Path(args.plan) if args.plan else workdir / "plan.json"
     shard = parse_shard(args.shard)
     report = process(manifest, state, workdir, plan_path=plan_path, shard=shard, jobs=args.jobs)

@@ -95,11 +95,15 @@ def already_done(entry: PlanEntry, state: State, workdir: Path) -> bool:
 
 def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
             shard: tuple[int, int] = (1, 1), jobs: int = 1) -> ProcessReport:
-    """Process the plan's records of ``shard`` with ``jobs`` workers; write one outcome each."""
+    """Process the plan's records of ``shard`` with ``jobs`` workers; write one outcome each.
+
+    ``state`` is only read (to skip finished records); it is never written here.
+    """
     if not plan_path.is_file():
         raise UsageError(f"no plan at {plan_path}",
                          hint="run `python -m pipeline detect` first, or pass --plan")
     started = time.monotonic()
+    remove_stale_temporaries(workdir / "records")
     entries = [e for e in load_plan(plan_path) if in_shard(e.id, shard)]
     report = ProcessReport(planned=len(entries), shard=shard)
     todo = []
@@ -112,9 +116,24 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
     else:
         _run_pool(args, jobs, report)
     report.seconds = time.monotonic() - started
-    state.last_run["process"] = {"at": _now(), **report.outputs(), "shard": f"{shard[0]}/"
-                                 f"{shard[1]}"}
     return report
+
+
+def remove_stale_temporaries(folder: Path, *, older_than: float = 3600.0) -> int:
+    """Delete temporary outputs a killed run left behind (``.<name>.*.tmp``).
+
+    Only files older than ``older_than`` seconds: shards sharing a workdir may be writing theirs
+    right now. Partial downloads (``*.part``) are kept: they are resumed.
+    """
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for path in folder.glob(".*.tmp"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
