@@ -35,9 +35,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import StateError
-from pipeline.fsutil import atomic_write_json
+from pipeline.fsutil import atomic_write_json, atomic_write_text
 
 SCHEMA = 1
+# What the state keeps of a record's outcome; the rest (archive URLs, byte counts) lives in the
+# record's metadata JSON. At 100,000 records every key costs megabytes in a committed file.
+RECORD_KEYS = frozenset({"status", "concept", "revision", "updated", "checksums", "attempts",
+                         "reason", "images", "files", "output", "sha256", "processed_at",
+                         "version", "record"})
 RecordStatus = Literal["done", "failed", "skipped"]
 
 
@@ -90,7 +95,7 @@ class State:
         }
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.to_dict())
+        atomic_write_text(self.path, render(self.to_dict()))
 
     # -- records ---------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -107,7 +112,7 @@ class State:
         rid = str(outcome["id"])
         self.pending.pop(rid, None)
         previous = self.records.get(rid, {})
-        entry = {k: v for k, v in outcome.items() if k != "id"}
+        entry = {k: v for k, v in outcome.items() if k in RECORD_KEYS}
         # A record processed again keeps the dataset version that first added it until
         # ``version`` assigns a new one.
         if previous.get("version") and entry.get("status") == "done" and \
@@ -121,6 +126,28 @@ class State:
     @property
     def latest_version(self) -> dict[str, Any] | None:
         return self.versions[-1] if self.versions else None
+
+
+def render(data: dict[str, Any]) -> str:
+    """The state as JSON with one line per record, so a change of one record is a one-line diff
+    in git and a state of 100,000 records stays compact."""
+    out = ["{"]
+    keys = sorted(data)
+    for i, key in enumerate(keys):
+        comma = "," if i < len(keys) - 1 else ""
+        value = data[key]
+        if key in ("records", "pending") and value:
+            items = sorted(value.items())
+            out.append(f" {json.dumps(key)}: {{")
+            out += [f"  {json.dumps(k)}: "
+                    f"{json.dumps(v, sort_keys=True, separators=(',', ':'), ensure_ascii=False)}"
+                    f"{',' if j < len(items) - 1 else ''}" for j, (k, v) in enumerate(items)]
+            out.append(f" }}{comma}")
+        else:
+            text = json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False)
+            out.append(f" {json.dumps(key)}: " + text.replace("\n", "\n ") + comma)
+    out.append("}")
+    return "\n".join(out) + "\n"
 
 
 def outcome_path(workdir: Path, record_id: str) -> Path:
