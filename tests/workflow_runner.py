@@ -449,6 +449,12 @@ def evaluate(expression: str, scope: Scope) -> Any:
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 
 
+def _whole(text: str) -> str | None:
+    """The expression when ``text`` is exactly one ``${{ }}``, else None."""
+    m = _TEMPLATE.fullmatch(text.strip())
+    return m.group(1) if m and "${{" not in m.group(1) else None
+
+
 def interpolate(text: str, scope: Scope) -> str:
     """Replace every ``${{ expr }}`` in ``text`` with its string value."""
     return _TEMPLATE.sub(lambda m: to_str(evaluate(m.group(1), scope)), text)
@@ -458,8 +464,8 @@ def evaluate_value(value: Any, scope: Scope) -> Any:
     """A YAML value with expressions: a string that is one whole ``${{ }}`` keeps the value's
     type (``matrix: ${{ fromJSON(...) }}`` is an object); other strings are interpolated."""
     if isinstance(value, str):
-        m = _TEMPLATE.fullmatch(value.strip())
-        return evaluate(m.group(1), scope) if m else interpolate(value, scope)
+        whole = _whole(value)
+        return evaluate(whole, scope) if whole is not None else interpolate(value, scope)
     if isinstance(value, Mapping):
         return {k: evaluate_value(v, scope) for k, v in value.items()}
     if isinstance(value, list):
@@ -475,9 +481,9 @@ def condition(value: Any, scope: Scope) -> bool:
     if isinstance(value, bool | int | float):
         return truthy(value) and scope.status == "success"
     text = str(value).strip()
-    m = _TEMPLATE.fullmatch(text)
-    if m:
-        text = m.group(1).strip()
+    whole = _whole(text)
+    if whole is not None:
+        text = whole.strip()
     elif "${{" in text:
         raise WorkflowError(f"if: {value!r} mixes ${{{{ }}}} with text, which GitHub reads "
                             "as a non-empty string: always true")
@@ -1103,6 +1109,9 @@ class WorkflowRunner:
         combos: list[dict[str, Any] | None] = (
             list(expand_matrix(matrix_spec)) if matrix_spec is not None else [None])
         fail_fast = _flag(strategy.get("fail-fast"), True)
+        # Every leg's matrix context knows every key of the matrix (null where an include did
+        # not add it); a key no leg has is a typo.
+        keys = list(dict.fromkeys(k for combo in combos for k in combo or {}))
         legs: list[JobResult] = []
         for index, combo in enumerate(combos):
             strategy_ctx = Strict({"fail-fast": fail_fast, "job-index": index,
@@ -1110,7 +1119,7 @@ class WorkflowRunner:
                                    "max-parallel": strategy.get("max-parallel", len(combos))},
                                   "strategy")
             contexts = {**base, "needs": needs, "strategy": strategy_ctx,
-                        "matrix": Strict(combo or {}, "matrix")}
+                        "matrix": Strict({k: (combo or {}).get(k) for k in keys}, "matrix")}
             name = to_str(evaluate_value(job.get("name") or job_id, Scope(contexts)))
             if combo is not None and not job.get("name"):
                 name = f"{job_id} ({', '.join(map(to_str, combo.values()))})"
