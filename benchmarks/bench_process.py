@@ -106,15 +106,17 @@ def sb_env() -> dict[str, str]:
 
 
 MEMORY_SCRIPT = """
-import resource, sys
+import sys
 from pathlib import Path
 from benchmarks.bench_transform import default_processing
 from pipeline.store import SourceArchive, write_record
 archive = Path(sys.argv[1])
 out = write_record(Path(sys.argv[2]), "1", [SourceArchive("big.tar", archive)],
                    processing=default_processing())
+# VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec).
+status = Path("/proc/self/status").read_text()
 print(out.source_bytes, out.images, out.hdf5_bytes,
-      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+      next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
 """
 
 

@@ -221,26 +221,43 @@ def status_info(state: State) -> dict[str, Any]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
-    problems = validate_workflows(manifest.path.resolve().parent / ".github" / "workflows")
+    folder = find_workflows(manifest.path)
+    problems = validate_workflows(folder) if folder else []
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
-    print(f"validate: {manifest.path} is valid"
-          + ("; workflow commands match the CLI" if not problems else ""))
+    where = (f"the `python -m pipeline` commands of {folder} parse with this CLI" if folder
+             else "no .github/workflows folder found beside the manifest or above it")
+    print(f"validate: {manifest.path} is valid; {where}")
     return 0
+
+
+def find_workflows(manifest_path: Path) -> Path | None:
+    """The repository's ``.github/workflows``: in the working directory, or beside the manifest
+    or one of its parent folders (a manifest may live in a sub-folder of the repository)."""
+    candidates = [Path.cwd(), *manifest_path.resolve().parents]
+    for base in candidates:
+        folder = base / ".github" / "workflows"
+        if folder.is_dir():
+            return folder
+    return None
+
+
+PLACEHOLDER = "__EXPR__"
 
 
 def validate_workflows(folder: Path) -> list[str]:
     """Check that every ``python -m pipeline ...`` line in the workflows parses with this CLI.
 
-    Why: a renamed flag must fail the pull request, not the next scheduled run.
+    Why: a renamed flag must fail the pull request, not the next scheduled run. ``${{ }}`` and
+    ``$VAR`` expressions are replaced by a value that fits the option they are given to (its
+    first choice, or 1 for numbers); a line that cannot be checked (``"$@"``, arrays) is
+    reported, never skipped silently.
     """
     import yaml
 
     problems: list[str] = []
-    if not folder.is_dir():
-        return problems
     parser = build_parser()
     for path in sorted(folder.glob("*.y*ml")):
         try:
@@ -250,34 +267,65 @@ def validate_workflows(folder: Path) -> list[str]:
             continue
         for job_name, job in (doc or {}).get("jobs", {}).items():
             for i, step in enumerate(job.get("steps", []) or []):
-                for command in _pipeline_commands(step.get("run") or ""):
+                where = f"{path}: job {job_name} step {i + 1} ({step.get('name', '')})"
+                for line, words in _pipeline_commands(step.get("run") or ""):
+                    if words is None:
+                        problems.append(f"{where}: cannot check '{line.strip()}': use literal "
+                                        "options or single $VARIABLES")
+                        continue
                     try:
-                        parser.parse_args(command)
+                        parser.parse_args(_fill_placeholders(parser, words))
                     except SystemExit:
-                        problems.append(f"{path}: job {job_name} step {i + 1}: "
-                                        f"'python -m pipeline {shlex.join(command)}' does not "
-                                        "parse with this version of the CLI")
+                        problems.append(f"{where}: 'python -m pipeline {shlex.join(words)}' "
+                                        "does not parse with this version of the CLI")
     return problems
 
 
-def _pipeline_commands(script: str) -> list[list[str]]:
-    """The argument lists of ``python -m pipeline`` calls in a shell script (``${{ }}`` and
-    ``$VAR`` expressions become placeholders)."""
+def _pipeline_commands(script: str) -> list[tuple[str, list[str] | None]]:
+    """``(line, argument list)`` of each ``python -m pipeline`` call in a shell script; the list
+    is None when the line cannot be checked statically."""
     import re
 
-    text = re.sub(r"\$\{\{[^}]*\}\}", "X", script.replace("\\\n", " "))
-    text = re.sub(r"\"?\$\{?[A-Za-z_][A-Za-z0-9_]*\}?\"?", "X", text)
-    commands = []
+    text = re.sub(r"\$\{\{[^}]*\}\}", PLACEHOLDER, script.replace("\\\n", " "))
+    found: list[tuple[str, list[str] | None]] = []
     for line in text.splitlines():
         m = re.search(r"python3? -m pipeline\b(.*)", line)
         if not m:
             continue
-        try:
-            words = shlex.split(m.group(1).split("|")[0].split("&&")[0].split(";")[0])
-        except ValueError:
+        rest = re.split(r"\s(?:\||&&|;|\|\||>|2>)", " " + m.group(1))[0]
+        if re.search(r"\$@|\$\*|\$\{[A-Za-z_][A-Za-z0-9_]*\[", rest):
+            found.append((line, None))
             continue
-        commands.append(words)
-    return commands
+        rest = re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", PLACEHOLDER, rest)
+        try:
+            found.append((line, shlex.split(rest)))
+        except ValueError:
+            found.append((line, None))
+    return found
+
+
+def _fill_placeholders(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+    """Replace each placeholder by a value valid for the option before it."""
+    options: dict[str, argparse.Action] = {}
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in parser._actions:
+        options.update({o: action for o in action.option_strings})
+    for word in words:
+        if word in sub.choices:
+            for action in sub.choices[word]._actions:
+                options.update({o: action for o in action.option_strings})
+    out = []
+    for i, word in enumerate(words):
+        if PLACEHOLDER in word:
+            action = options.get(words[i - 1]) if i else None
+            if action is not None and action.choices:
+                word = str(next(iter(action.choices)))
+            elif action is not None and action.type is int:
+                word = "1"
+            else:
+                word = word.replace(PLACEHOLDER, "x")
+        out.append(word)
+    return out
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

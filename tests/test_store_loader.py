@@ -351,7 +351,7 @@ def test_a_huge_archive_is_written_in_bounded_memory(tmp_path: Path) -> None:
     """~100 MB of source in one archive, in a fresh interpreter: peak RSS stays far below it."""
     settings = json.dumps(dataclasses.asdict(processing(compression_level=1)))
     script = f"""
-import io, json, resource, sys, tarfile
+import io, json, sys, tarfile
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from pipeline.manifest import Processing
@@ -363,10 +363,15 @@ with tarfile.open(path, "w:gz", compresslevel=1) as tar:
         info = tarfile.TarInfo(f"proj/src/module_{{i}}.py")
         info.size = len(page)
         tar.addfile(info, io.BytesIO(page))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():
+    # VmHWM is this process's own peak; ru_maxrss would carry over the peak of the (large)
+    # pytest process that forked it, since Linux keeps it across execve.
+    text = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmHWM")))
+before = hwm()
 out = write_record({str(tmp_path)!r}, "big", [SourceArchive("huge.tar.gz", path)],
                    processing=Processing(**json.loads({settings!r})))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(out.source_bytes, out.images, before, peak)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -955,8 +955,8 @@ class WorkflowRunner:
         doc = yaml.safe_load(text)
         self._check_keys(doc, workflow)
         run_id = next(_RUN_IDS)
-        github = self._github(event, sha, run_id, workflow, inputs)
         inputs_ctx = self._inputs(doc, event, inputs)
+        github = self._github(event, sha, run_id, workflow, inputs_ctx)
         base = {"github": github, "inputs": inputs_ctx, "vars": dict(self.variables)}
         secrets = {**self.secrets, "GITHUB_TOKEN": "ghs_local-runner-token"}
         workflow_env = {k: to_str(v) for k, v in evaluate_value(
@@ -994,12 +994,12 @@ class WorkflowRunner:
                                         f"one of run/uses and only keys {sorted(_STEP_KEYS)}")
 
     def _github(self, event: str, sha: str, run_id: int, workflow: str,
-                inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+                inputs: Mapping[str, Any]) -> Strict:
         pull = event == "pull_request"
         ref = "refs/pull/1/merge" if pull else f"refs/heads/{self.remote.branch}"
         payload: dict[str, Any] = {}
         if event == "workflow_dispatch":
-            payload = {"inputs": {k: to_str(v) for k, v in (inputs or {}).items()}}
+            payload = {"inputs": {k: to_str(v) for k, v in inputs.items()}}  # all strings
         elif pull:
             payload = {"number": 1, "pull_request": {"number": 1, "head": {"ref": "feature"},
                                                      "base": {"ref": self.remote.branch}}}
@@ -1185,7 +1185,8 @@ class WorkflowRunner:
                 for path in files.values():
                     path.touch()
                 process_env = {
-                    "PATH": os.pathsep.join([*path_prepend, str(self.bin),
+                    # The python wrappers first, whatever GITHUB_PATH or setup-python add.
+                    "PATH": os.pathsep.join([str(self.bin), *path_prepend,
                                              os.environ.get("PATH", os.defpath)]),
                     "HOME": str(home), "LANG": "C.UTF-8", "CI": "true",
                     "PIP_NO_INDEX": "1", "PIP_DRY_RUN": "1",
