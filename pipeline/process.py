@@ -180,6 +180,9 @@ def _now() -> str:
 
 _CLIENTS: dict[str, HttpClient] = {}
 _MANIFESTS: dict[Path, Manifest] = {}
+# A forked worker must not reuse the parent's sessions: their keep-alive sockets would be shared
+# by two processes and the responses interleaved (seen as md5 mismatches of downloads).
+os.register_at_fork(after_in_child=_CLIENTS.clear)
 
 
 def _manifest(path: Path) -> Manifest:

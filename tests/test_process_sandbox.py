@@ -233,3 +233,29 @@ def test_a_run_killed_with_sigkill_resumes_and_loses_only_records_in_progress(
                            if e["path"].endswith("/content")])
     # The second run downloaded at most the records it still had to do.
     assert downloads_after - downloads_before <= 300 - len(survived) + 2
+
+
+def test_worker_processes_never_share_the_parents_http_sessions(
+        sandbox: sb.Sandbox, tmp_path: Path) -> None:
+    """A pool forked after an in-process run must open its own connections."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipeline import process as process_mod
+
+    client = process_mod._client(_manifest_for(sandbox, tmp_path), "zenodo")
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        inherited = pool.submit(_has_zenodo_client).result()
+    assert process_mod._CLIENTS["zenodo"] is client
+    assert inherited is False
+
+
+def _has_zenodo_client() -> bool:
+    from pipeline import process as process_mod
+
+    return "zenodo" in process_mod._CLIENTS
+
+
+def _manifest_for(sandbox: sb.Sandbox, tmp_path: Path):
+    from pipeline.manifest import load
+
+    return load(sandbox_manifest(sandbox.url, tmp_path))
