@@ -7,7 +7,8 @@ peak memory of one record whose archive is over 500 MB.
    own copies, through the sandbox, md5-verified). Ratio of wall times, same run.
 2. Memory: a ``.tar`` of more than 500 MB of source (the standard library's ``*.py`` repeated
    under different folders) is converted and stored by :func:`pipeline.store.write_record` in a
-   fresh interpreter; its peak RSS is read from ``getrusage``.
+   fresh interpreter; its peak RSS is read from ``VmHWM`` in ``/proc/self/status``
+   (``ru_maxrss`` would include the parent's peak, which Linux keeps across exec).
 
 Run: ``python -m benchmarks.bench_process [--skip-memory]``
 """
@@ -141,7 +142,7 @@ def memory(target_mb: int) -> None:
         wall = time.perf_counter() - started
         source, images, h5_bytes, peak_kib = map(int, done.stdout.split())
         print(f"one record, archive {size / 1e6:.0f} MB ({source / 1e6:.0f} MB converted, "
-              f"{images} images, HDF5 {h5_bytes / 1e6:.0f} MB): peak RSS "
+              f"{images} images, HDF5 {h5_bytes / 1e6:.0f} MB): peak RSS (VmHWM) "
               f"{peak_kib / 1024:.0f} MiB, {wall:.1f} s")
 
 
