@@ -109,7 +109,7 @@ def sb_env() -> dict[str, str]:
 MEMORY_SCRIPT = """
 import sys
 from pathlib import Path
-from benchmarks.bench_transform import default_processing
+from pipeline.manifest import default_processing
 from pipeline.store import SourceArchive, write_record
 archive = Path(sys.argv[1])
 out = write_record(Path(sys.argv[2]), "1", [SourceArchive("big.tar", archive)],

@@ -26,7 +26,6 @@ transform + compress + write, <= 0.35 output bytes per source byte. Run:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import sysconfig
 import tarfile
@@ -47,7 +46,7 @@ from pipeline.convert import (
     text_to_rows_2018,
 )
 from pipeline.loader import iter_images
-from pipeline.manifest import Processing
+from pipeline.manifest import default_processing
 from pipeline.store import RecordWriter, SourceArchive, write_record
 
 MB = 1e6
@@ -55,14 +54,6 @@ T = TypeVar("T")
 TARGETS = {"transform": 40.0, "ratio_2018": 30.0, "write": 20.0, "bytes_per_byte": 0.35}
 
 
-def default_processing(**changes: object) -> Processing:
-    """The manifest defaults (SPEC section 4) without reading a manifest."""
-    base = Processing(image_width=80, image_height=80, max_file_bytes=100_000,
-                      binary_policy="skip", exclude_dirs=(".git", ".hg", ".svn"), tab_width=4,
-                      mode="default", max_download_bytes=2 * 1024**3, max_members=200_000,
-                      max_uncompressed_bytes=8 * 1024**3, max_compression_ratio=200,
-                      download_retries=3, compression_level=4)
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def stdlib_sources() -> list[tuple[str, bytes]]:

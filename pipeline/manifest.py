@@ -286,6 +286,17 @@ class Manifest:
     raw: dict[str, Any] = field(repr=False, compare=False)
 
 
+def default_processing(**changes: Any) -> Processing:
+    """The ``processing`` section as a manifest without one would have it (plus ``changes``).
+
+    For tests, benchmarks and library users who convert files without a manifest; the values
+    come from the schema, so they cannot drift from what ``validate`` fills in.
+    """
+    values = _fill_defaults(SCHEMA["properties"]["processing"], {})
+    values["exclude_dirs"] = tuple(values["exclude_dirs"])
+    return Processing(**{**values, **changes})
+
+
 def _fill_defaults(schema: dict[str, Any], value: Any) -> Any:
     """Insert schema defaults into ``value`` (objects only), recursively."""
     if schema.get("type") == "object" and isinstance(value, dict):

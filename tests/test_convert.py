@@ -29,19 +29,14 @@ from pipeline.convert import (
     text_to_images_2018,
     text_to_rows_2018,
 )
-from pipeline.manifest import Processing
+from pipeline.manifest import Processing, default_processing
 
 W = H = 80
 BLANK = [32] * W
 
 
 def processing(**changes: object) -> Processing:
-    base = Processing(image_width=80, image_height=80, max_file_bytes=100_000,
-                      binary_policy="skip", exclude_dirs=(".git", ".hg", ".svn"), tab_width=4,
-                      mode="default", max_download_bytes=2 * 1024**3, max_members=200_000,
-                      max_uncompressed_bytes=8 * 1024**3, max_compression_ratio=200,
-                      download_retries=3, compression_level=4)
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return default_processing(**changes)
 
 
 P2018 = processing(mode="zenodo-ml-2018")

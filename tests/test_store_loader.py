@@ -25,7 +25,7 @@ import pytest
 from pipeline import __version__, loader
 from pipeline.convert import ConvertedFile, convert_bytes, text_to_images, text_to_images_2018
 from pipeline.errors import ArchiveError
-from pipeline.manifest import Processing
+from pipeline.manifest import Processing, default_processing
 from pipeline.store import (
     ChunkEncoder,
     RecordWriter,
@@ -36,12 +36,7 @@ from pipeline.store import (
 
 
 def processing(**changes: object) -> Processing:
-    base = Processing(image_width=80, image_height=80, max_file_bytes=100_000,
-                      binary_policy="skip", exclude_dirs=(".git", ".hg", ".svn"), tab_width=4,
-                      mode="default", max_download_bytes=2 * 1024**3, max_members=200_000,
-                      max_uncompressed_bytes=8 * 1024**3, max_compression_ratio=200,
-                      download_retries=3, compression_level=4)
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return default_processing(**changes)
 
 
 P = processing()
@@ -354,7 +349,7 @@ def test_a_huge_archive_is_written_in_bounded_memory(tmp_path: Path) -> None:
 import io, json, sys, tarfile
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from pipeline.manifest import Processing
+from pipeline.manifest import Processing, default_processing
 from pipeline.store import SourceArchive, write_record
 path = Path({str(tmp_path / "huge.tar.gz")!r})
 page = "".join(f"    value_{{i}} = compute({{i}}, 'é') + 1\\n" for i in range(2000)).encode()
