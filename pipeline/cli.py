@@ -55,6 +55,19 @@ def _report(command: str, *, ok: bool = True, outputs: dict[str, Any] | None = N
     actions.report_step(command, ok=ok, outputs=outputs, tables=tables, notes=notes)
 
 
+def version_outputs(state: State, version: str | None) -> dict[str, Any]:
+    """The step outputs every version-related command shares: ``version``, ``doi``,
+    ``kaggle_url`` and ``new_records`` (added + updated records of that version)."""
+    entry = next((v for v in state.versions if v["version"] == version), None)
+    if entry is None:
+        return {"version": "", "doi": "", "kaggle_url": "", "new_records": 0}
+    published = entry.get("published", {})
+    counts = entry.get("counts", {})
+    return {"version": version, "doi": published.get("zenodo", {}).get("doi", ""),
+            "kaggle_url": published.get("kaggle", {}).get("url", ""),
+            "new_records": int(counts.get("added", 0)) + int(counts.get("updated", 0))}
+
+
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -122,7 +135,8 @@ def cmd_version(args: argparse.Namespace) -> int:
                 notes=["Nothing changed since the last version."])
         return 0
     print(f"version: built {built.version} in {built.folder} ({built.counts})")
-    _report("version", outputs={"version": built.version, "new_version": True, **built.counts},
+    _report("version", outputs={**built.counts, "new_version": True,
+                                **version_outputs(state, built.version)},
             notes=[built.notes])
     return 0
 
@@ -135,7 +149,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     state = _state(manifest, workdir)
     report = publish(manifest, state, workdir, target=args.target, dry_run=args.dry_run)
     print(report.text())
-    _report("publish", ok=not report.failed, outputs=report.outputs(),
+    _report("publish", ok=not report.failed,
+            outputs={**report.outputs(), **version_outputs(state, report.version)},
             notes=[report.markdown()])
     return 1 if report.failed else 0
 
@@ -149,7 +164,9 @@ def cmd_notify(args: argparse.Namespace) -> int:
     report = notify(manifest, state)
     for line in report.lines():
         print(line)
-    _report("notify", ok=report.ok, outputs=report.outputs(),
+    newest = report.versions[-1] if report.versions else None
+    _report("notify", ok=report.ok, outputs={**report.outputs(),
+                                             **version_outputs(state, newest)},
             tables={"Notifications": report.rows()}, notes=report.lines())
     return 0 if report.ok else 1
 
