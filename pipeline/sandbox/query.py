@@ -30,6 +30,7 @@ and the RDM names they map to; ``updated``/``created`` pass through.
 
 from __future__ import annotations
 
+import abc
 import calendar
 import fnmatch
 import re
@@ -127,11 +128,12 @@ def _keyword_values(doc: Doc, name: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- evaluation nodes
 
-class Node:
+class Node(abc.ABC):
     """A compiled query: ``match`` decides, ``score`` ranks (bestmatch), ``span`` helps bisect."""
 
+    @abc.abstractmethod
     def match(self, doc: Doc) -> bool:
-        raise NotImplementedError
+        """Whether ``doc`` satisfies this node."""
 
     def score(self, doc: Doc) -> float:
         return 0.0
