@@ -14,13 +14,17 @@ signature, and the feed file does not change when nothing new was published.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
-from pipeline.errors import NotifyError
+from pipeline.errors import NotifyError, ServiceError, redact
+from pipeline.http import HttpClient, Sleep
+
+TIMEOUT = (5.0, 30.0)  # connect, read: a receiver should answer quickly and queue its work
+RETRIES = 3            # 4 attempts, sleeping 1, 2, 4 s between them
 
 DOI_RESOLVER = "https://doi.org/"
 # Namespace of the name-based (uuid5) identifiers below; any fixed UUID would do, this one is
@@ -178,3 +182,22 @@ def require_env(environ: Mapping[str, str], name: str, *, channel: str, key: str
             hint=f"set {name} in the job's environment, e.g. `env: {name}: "
             f"${{{{ secrets.{name} }}}}` in the workflow; the channel is retried on the next run")
     return value.strip()
+
+
+def post(url: str, *, service: str, version: str, what: str, secrets: list[str], sleep: Sleep,
+         hint: Callable[[int | None], str], **request: Any) -> None:
+    """POST to a receiver's URL with the channel's retries; any refusal becomes one
+    :class:`NotifyError` (``what`` says which channel refused what) with secrets masked."""
+    client = HttpClient(service=service, timeout=TIMEOUT, retries=RETRIES, sleep=sleep,
+                        secrets=secrets)
+    try:
+        client.request("POST", url, stage="notify", record=version, allow_redirects=False,
+                       **request)
+    except ServiceError as exc:
+        raise NotifyError(
+            redact(f"{what} for version {version}: {exc.message}"
+                   + (f"; got {exc.got}" if exc.got else ""), secrets),
+            stage="notify", record=version, hint=hint(exc.status),
+        ) from exc
+    finally:
+        client.close()

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import NotifyError, ServiceError, redact
-from pipeline.http import HttpClient, Sleep
-from pipeline.notify.announcement import Announcement, url_secrets
+from pipeline.http import Sleep
+from pipeline.notify.announcement import Announcement, post, url_secrets
 
-TIMEOUT = (5.0, 30.0)
-RETRIES = 3
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
 
@@ -80,22 +77,10 @@ class SlackNotifier:
         self.sleep = sleep
 
     def send(self, announcement: Announcement) -> None:
-        secrets = url_secrets(self.url)
-        client = HttpClient(service=f"Slack webhook ${self.url_env}", timeout=TIMEOUT,
-                            retries=RETRIES, sleep=self.sleep, secrets=secrets)
-        try:
-            client.request("POST", self.url, stage="notify", record=announcement.version,
-                           json=message(announcement), allow_redirects=False)
-        except ServiceError as exc:
-            raise NotifyError(
-                redact(f"Slack (URL in ${self.url_env}) refused the message for version "
-                       f"{announcement.version}: {exc.message}"
-                       + (f"; got {exc.got}" if exc.got else ""), secrets),
-                stage="notify", record=announcement.version,
-                hint=_hint(exc.status, self.url_env),
-            ) from exc
-        finally:
-            client.close()
+        post(self.url, service=f"Slack webhook ${self.url_env}", version=announcement.version,
+             what=f"Slack (URL in ${self.url_env}) refused the message",
+             secrets=url_secrets(self.url), sleep=self.sleep,
+             hint=lambda status: _hint(status, self.url_env), json=message(announcement))
 
 
 def _hint(status: int | None, url_env: str) -> str:

@@ -25,16 +25,13 @@ import hmac
 import json
 from typing import Any
 
-from pipeline.errors import NotifyError, ServiceError, redact
-from pipeline.http import HttpClient, Sleep
-from pipeline.notify.announcement import Announcement, stable_id, url_secrets
+from pipeline.http import Sleep
+from pipeline.notify.announcement import Announcement, post, stable_id, url_secrets
 
 SPECVERSION = "1.0"
 EVENT_TYPE = "org.codeimages.dataset.published"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 SIGNATURE_HEADER = "X-Signature-256"
-TIMEOUT = (5.0, 30.0)  # connect, read: a receiver should answer quickly and queue its work
-RETRIES = 3            # 4 attempts, sleeping 1, 2, 4 s between them
 
 
 def event_source(a: Announcement) -> str:
@@ -87,26 +84,12 @@ class WebhookNotifier:
 
     def send(self, announcement: Announcement) -> None:
         body = encode(cloud_event(announcement))
-        secrets = [self.secret, *url_secrets(self.url)]
-        client = HttpClient(service=f"webhook ${self.url_env}", timeout=TIMEOUT,
-                            retries=RETRIES, sleep=self.sleep, secrets=secrets)
-        try:
-            client.request(
-                "POST", self.url, stage="notify", record=announcement.version,
-                ok=range(200, 300), data=body, allow_redirects=False,
-                headers={"Content-Type": CONTENT_TYPE,
-                         SIGNATURE_HEADER: signature(self.secret, body)},
-            )
-        except ServiceError as exc:
-            raise NotifyError(
-                redact(f"webhook (URL in ${self.url_env}) did not accept the event for "
-                       f"version {announcement.version}: {exc.message}"
-                       + (f"; got {exc.got}" if exc.got else ""), secrets),
-                stage="notify", record=announcement.version,
-                hint=_hint(exc.status, self.url_env),
-            ) from exc
-        finally:
-            client.close()
+        post(self.url, service=f"webhook ${self.url_env}", version=announcement.version,
+             what=f"webhook (URL in ${self.url_env}) did not accept the event",
+             secrets=[self.secret, *url_secrets(self.url)], sleep=self.sleep,
+             hint=lambda status: _hint(status, self.url_env), ok=range(200, 300), data=body,
+             headers={"Content-Type": CONTENT_TYPE,
+                      SIGNATURE_HEADER: signature(self.secret, body)})
 
 
 def _hint(status: int | None, url_env: str) -> str:
