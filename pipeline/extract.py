@@ -59,8 +59,16 @@ _STAGE = "extract"
 _BLOCK = 1 << 16
 _MAX_LINK_TARGET = 4096
 # Errors the standard library raises for corrupt or truncated data, translated at this boundary.
+# NotImplementedError is what zipfile raises for a compression method it does not support.
 _CORRUPT = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
             ValueError, struct.error, NotImplementedError)
+
+
+def _too_many_members(kind: str, limits: ArchiveLimits, record: str | None) -> ArchiveError:
+    return ArchiveError(f"{kind} has too many members", stage=_STAGE, record=record,
+                        expected=f"<= {limits.max_members} members",
+                        got=f"more than {limits.max_members}",
+                        hint="raise processing.max_members if the archive is genuine")
 
 
 @dataclass(frozen=True)
@@ -290,10 +298,7 @@ def _count_zip_entries(fp: IO[bytes], size: int, limits: ArchiveLimits,
         pos += _CENTRAL_HEADER_SIZE + skip
         count += 1
         if count > limits.max_members:
-            raise ArchiveError("zip has too many members", stage=_STAGE, record=record,
-                               expected=f"<= {limits.max_members} members",
-                               got=f"more than {limits.max_members}",
-                               hint="raise processing.max_members if the archive is genuine")
+            raise _too_many_members("zip", limits, record)
     return count
 
 
@@ -458,10 +463,7 @@ def _iter_tar(path: str | Path, fmt: Format, limits: ArchiveLimits,
             tf.members.clear()  # stream mode keeps every TarInfo otherwise
             count += 1
             if count > limits.max_members:
-                raise ArchiveError("tar has too many members", stage=_STAGE, record=record,
-                                   expected=f"<= {limits.max_members} members",
-                                   got=f"more than {limits.max_members}",
-                                   hint="raise processing.max_members if the archive is genuine")
+                raise _too_many_members("tar", limits, record)
             member = _tar_member(tf, info, stream, limits, record)
             if member is not None:
                 stream.mark_member()

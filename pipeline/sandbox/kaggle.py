@@ -384,12 +384,10 @@ class KaggleService:
         return self._new_version(dataset, body.get("body") or {}, user)
 
     def _do_ListDatasetFiles(self, request: Request, body: dict[str, Any], user: str) -> Response:
-        dataset = self._dataset(body)
-        if isinstance(dataset, Response):
-            return dataset
-        version = self._version(dataset, body.get("datasetVersionNumber"))
-        if isinstance(version, Response):
-            return version
+        found = self._dataset_version(body)
+        if isinstance(found, Response):
+            return found
+        dataset, version = found
         size = int(body.get("pageSize") or 20)
         token = str(body.get("pageToken") or "")
         start = int(token[1:]) if token.startswith("p") and token[1:].isdigit() else 0
@@ -424,12 +422,10 @@ class KaggleService:
         }, "errorMessage": None})
 
     def _do_DownloadDataset(self, request: Request, body: dict[str, Any], user: str) -> Response:
-        dataset = self._dataset(body)
-        if isinstance(dataset, Response):
-            return dataset
-        version = self._version(dataset, body.get("datasetVersionNumber"))
-        if isinstance(version, Response):
-            return version
+        found = self._dataset_version(body)
+        if isinstance(found, Response):
+            return found
+        dataset, version = found
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, item in sorted(version.files.items()):
@@ -457,6 +453,15 @@ class KaggleService:
         """Create* refusals come back as HTTP 200 ``status: "error"`` (§3.1, kaggle-cli #25)."""
         return json_response(200, {"ref": "", "url": "", "status": "error", "error": message,
                                    "invalidTags": []})
+
+    def _dataset_version(self, body: dict[str, Any]
+                         ) -> tuple[KaggleDataset, KaggleVersion] | Response:
+        """The dataset and version a read call names (the current one without a number)."""
+        dataset = self._dataset(body)
+        if isinstance(dataset, Response):
+            return dataset
+        version = self._version(dataset, body.get("datasetVersionNumber"))
+        return version if isinstance(version, Response) else (dataset, version)
 
     def _version(self, dataset: KaggleDataset, number: Any) -> KaggleVersion | Response:
         if number in (None, "", 0):
