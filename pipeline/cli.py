@@ -55,19 +55,6 @@ def _report(command: str, *, ok: bool = True, outputs: dict[str, Any] | None = N
     actions.report_step(command, ok=ok, outputs=outputs, tables=tables, notes=notes)
 
 
-def version_outputs(state: State, version: str | None) -> dict[str, Any]:
-    """The step outputs every version-related command shares: ``version``, ``doi``,
-    ``kaggle_url`` and ``new_records`` (added + updated records of that version)."""
-    entry = next((v for v in state.versions if v["version"] == version), None)
-    if entry is None:
-        return {"version": "", "doi": "", "kaggle_url": "", "new_records": 0}
-    published = entry.get("published", {})
-    counts = entry.get("counts", {})
-    return {"version": version, "doi": published.get("zenodo", {}).get("doi", ""),
-            "kaggle_url": published.get("kaggle", {}).get("url", ""),
-            "new_records": int(counts.get("added", 0)) + int(counts.get("updated", 0))}
-
-
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -78,113 +65,66 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 # -- commands -------------------------------------------------------------------------------
 
-def cmd_detect(args: argparse.Namespace) -> int:
-    from pipeline.detect import detect
-    from pipeline.zenodo import ZenodoClient
+def _context(args: argparse.Namespace) -> Any:
+    from pipeline.orchestrate import Context
 
     manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    out = Path(args.out) if args.out else workdir / "plan.json"
-    client = ZenodoClient(manifest.source.zenodo)
-    try:
-        plan = detect(manifest, state, client, out=out, since=args.since, until=args.until,
-                      record_ids=tuple(args.record or ()), max_records=args.max_records)
-    finally:
-        client.close()
-    counts = plan.counts()
-    total = len(plan.entries)
-    print(f"detect: {total} record(s) planned ({counts['new']} new, {counts['updated']} updated, "
-          f"{counts['retry']} retry), {len(plan.skipped)} skipped, "
-          f"{plan.search_requests} search request(s); window {plan.since} .. {plan.until}; "
-          f"plan: {out}")
-    _report("detect", outputs={"planned": total, "has_work": total > 0, "plan": str(out),
-                               **counts},
-            tables={"Planned records": [{"record": e.id, "action": e.action, "reason": e.reason}
-                                        for e in plan.entries]})
-    return 0
+    return Context(manifest=manifest, workdir=_workdir(args, manifest))
+
+
+def _show(result: Any) -> int:
+    """Print a stage's result, write its GitHub step outputs and summary; its exit code."""
+    if result.text:
+        print(result.text, flush=True)
+    _report(result.name, ok=result.ok, outputs=result.outputs, tables=result.tables,
+            notes=result.notes)
+    return 0 if result.ok else 1
+
+
+def _detect_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"out": Path(args.out) if args.out else None, "since": args.since,
+            "until": args.until, "record_ids": tuple(args.record or ()),
+            "max_records": args.max_records}
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from pipeline.orchestrate import detect_stage
+
+    return _show(detect_stage(_context(args), **_detect_options(args)))
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from pipeline.process import parse_shard, process
+    from pipeline.orchestrate import process_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    # Read-only: shards of a job array may share the workdir and the state file, so process
-    # never writes the state; its outcome files are folded in by the next command.
-    state = State.load(manifest.state_path)
-    plan_path = Path(args.plan) if args.plan else workdir / "plan.json"
-    shard = parse_shard(args.shard)
-    report = process(manifest, state, workdir, plan_path=plan_path, shard=shard, jobs=args.jobs)
-    print(report.text())
-    _report("process", ok=not report.failed, outputs=report.outputs(),
-            tables={"Failed records": report.rows()})
-    return 1 if report.failed else 0
+    return _show(process_stage(_context(args), plan=Path(args.plan) if args.plan else None,
+                               shard=args.shard, jobs=args.jobs))
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    from pipeline.version import build_version
+    from pipeline.orchestrate import version_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    built = build_version(manifest, state, workdir)
-    if built is None:
-        print("version: nothing changed since the last version; no new version")
-        _report("version", outputs={"version": "", "new_version": False},
-                notes=["Nothing changed since the last version."])
-        return 0
-    print(f"version: built {built.version} in {built.folder} ({built.counts})")
-    _report("version", outputs={**built.counts, "new_version": True,
-                                **version_outputs(state, built.version)},
-            notes=[built.notes])
-    return 0
+    return _show(version_stage(_context(args)))
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import publish
+    from pipeline.orchestrate import publish_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    report = publish(manifest, state, workdir, target=args.target, dry_run=args.dry_run)
-    print(report.text())
-    _report("publish", ok=not report.failed,
-            outputs={**report.outputs(), **version_outputs(state, report.version)},
-            notes=[report.markdown()])
-    return 1 if report.failed else 0
+    return _show(publish_stage(_context(args), target=args.target, dry_run=args.dry_run))
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    from pipeline.notify import notify
+    from pipeline.orchestrate import notify_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    report = notify(manifest, state)
-    for line in report.lines():
-        print(line)
-    newest = report.versions[-1] if report.versions else None
-    _report("notify", ok=report.ok, outputs={**report.outputs(),
-                                             **version_outputs(state, newest)},
-            tables={"Notifications": report.rows()}, notes=report.lines())
-    return 0 if report.ok else 1
+    return _show(notify_stage(_context(args)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """detect -> process -> version -> publish -> notify; stops at the first failing stage
-    except that record failures in ``process`` do not stop the run (they are retried later)."""
-    for name, extra in (("detect", {}), ("process", {"plan": args.out, "shard": None,
-                                                      "jobs": args.jobs}),
-                        ("version", {}), ("publish", {"target": args.target, "dry_run": False}),
-                        ("notify", {})):
-        sub = argparse.Namespace(**vars(args))
-        for key, value in extra.items():
-            setattr(sub, key, value)
-        code = COMMANDS[name](sub)
-        if code != 0 and name != "process":
-            return code
-    return 0
+    """detect -> process -> version -> publish -> notify (:func:`pipeline.orchestrate.run_all`)."""
+    from pipeline.orchestrate import run_all
+
+    ok = run_all(_context(args), on_stage=_show, detect_options=_detect_options(args),
+                 jobs=args.jobs, target=args.target)
+    return 0 if ok else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:

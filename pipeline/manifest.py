@@ -102,6 +102,7 @@ SCHEMA: dict[str, Any] = _obj({
             "deposition_id": _d({"type": ["string", "null"]}, None),
             "mode": _d({"enum": ["publish", "draft"]}, "publish"),
             "community": _d({"type": ["string", "null"]}, None),
+            "volume_max_bytes": _d({"type": "integer", "minimum": 1}, 45_000_000_000),
         }),
         "kaggle": _obj({
             "enabled": _d({"type": "boolean"}, True),
@@ -110,6 +111,7 @@ SCHEMA: dict[str, Any] = _obj({
             "api_url": _d({"type": ["string", "null"], "pattern": "^https?://"}, None),
             "files": _d({"enum": ["all", "latest-parts"]}, "all"),
             "status_timeout_seconds": _d({"type": "number", "exclusiveMinimum": 0}, 600),
+            "max_bytes": _d({"type": "integer", "minimum": 1}, 20_000_000_000),
         }, ("dataset",)),
     }), {}),
     "notifications": _d(_obj({
@@ -228,6 +230,7 @@ class ZenodoDestination:
     deposition_id: str | None
     mode: Literal["publish", "draft"]
     community: str | None
+    volume_max_bytes: int = 45_000_000_000
 
     @property
     def token(self) -> str | None:
@@ -242,6 +245,7 @@ class KaggleDestination:
     api_url: str | None
     files: Literal["all", "latest-parts"]
     status_timeout_seconds: float
+    max_bytes: int = 20_000_000_000
 
 
 @dataclass(frozen=True)

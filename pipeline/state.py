@@ -15,7 +15,8 @@ Layout (``schema`` 1)::
 
     cursor          ISO 8601 "Z" timestamp the harvest has reached (exclusive upper bound)
     records         {id: {status: done|failed|skipped, concept, revision, updated, checksums,
-                          attempts, reason, images, files, output, processed_at, version}}
+                          attempts, reason, images, files, output, processed_at, version,
+                          part, added_in}}  (part: the part file holding its live copy)
     pending         {id: {action, reason, attempts, record, planned_at}}: planned by ``detect``
                     and not processed yet; carried into the next plan, because the cursor has
                     already moved past them
@@ -42,7 +43,10 @@ SCHEMA = 1
 # record's metadata JSON. At 100,000 records every key costs megabytes in a committed file.
 RECORD_KEYS = frozenset({"status", "concept", "revision", "updated", "checksums", "attempts",
                          "reason", "images", "files", "output", "sha256", "processed_at",
-                         "version", "record"})
+                         "version", "record", "part", "added_in"})
+# Where a record sits in the published dataset: kept when the record is processed again, until
+# ``version`` moves it (its old copy then leaves the old part's index).
+PLACEMENT_KEYS = ("part", "added_in")
 RecordStatus = Literal["done", "failed", "skipped"]
 
 
@@ -121,6 +125,9 @@ class State:
             entry["version"] = previous["version"]
         else:
             entry.setdefault("version", None)
+        for key in PLACEMENT_KEYS:
+            if previous.get(key):
+                entry[key] = previous[key]
         self.records[rid] = entry
 
     @property
