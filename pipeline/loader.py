@@ -11,10 +11,16 @@ three ways. The same three are here, over HDF5, with names that say what they do
 and, underneath, :func:`iter_files` (the per-file index only) and :func:`iter_images` (one file's
 images at a time, for data larger than memory).
 
-A *source* is any of: a record file ``<id>.h5``; a folder (every ``*.h5`` below it, in name
-order: a downloaded dataset version with its part files, or a folder of record files); or an open
-``h5py.Group``. Records are found wherever they sit, as the root of a record file or as groups of
-a part file (:func:`pipeline.store.copy_record`), by their ``format`` attribute.
+A *source* is any of: a record file ``<id>.h5``; a folder; or an open ``h5py.Group``. A folder
+holding a ``catalog.json`` (a downloaded dataset: one or several volumes, each in any sub-folder,
+or a Kaggle copy) is read **through its catalog and part indexes** (:func:`dataset_parts`): the
+newest catalog found names every volume's parts; each part's index ``part-NNNNNN.csv`` names its
+live records (a record updated or removed later stays in the part's bytes but leaves the index),
+and the catalog's ``withdrawn`` ids of closed volumes are dropped, so every live record is read
+exactly once and nothing stale. Parts the folder lacks (a Kaggle subset, a volume not downloaded)
+are skipped. A folder without a catalog (a folder of record files) is read whole: every ``*.h5``
+below it, in name order. Records are found wherever they sit, as the root of a record file or as
+groups of a part file (:func:`pipeline.store.copy_record`), by their ``format`` attribute.
 
 Arrays come back exactly as written: default-mode pages as ``(N, height, width)`` in the stored
 unsigned dtype; ``zenodo-ml-2018`` records as the 2018 list of int64 arrays of varying shape (the
@@ -25,7 +31,9 @@ fewer rows holding anything but spaces (the 2018 loader dropped blocks of 30 row
 
 from __future__ import annotations
 
+import csv
 import fnmatch
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +45,7 @@ import h5py
 import numpy as np
 
 from pipeline.convert import SPACE, split_rows_2018
+from pipeline.dataset import CATALOG, index_name, version_key
 from pipeline.store import FORMAT, LAYOUT_ROWS_2018
 
 Source = str | os.PathLike[str] | h5py.Group
@@ -58,12 +67,69 @@ class FileEntry:
     image_count: int
 
 
+def open_catalog(source: str | os.PathLike[str]) -> dict | None:
+    """The newest ``catalog.json`` in a folder (any depth) or at a path, or None."""
+    path = Path(source)
+    found = [path] if path.is_file() else sorted(path.rglob(CATALOG)) if path.is_dir() else []
+    catalogs = [json.loads(p.read_text(encoding="utf-8")) for p in found]
+    return max(catalogs, key=lambda c: version_key(str(c.get("dataset_version", "")))) \
+        if catalogs else None
+
+
+def _newest_copies(folder: Path, pattern: str) -> dict[str, Path]:
+    """``{name: path}`` of the files matching ``pattern`` below ``folder``; when several
+    folders hold one name (downloads of several versions), the copy beside the newest catalog
+    wins (a part index is rewritten when its records change)."""
+    def rank(path: Path) -> tuple[int, str]:
+        cat = path.parent / CATALOG
+        if cat.is_file():
+            return version_key(str(json.loads(cat.read_text(encoding="utf-8"))
+                                   .get("dataset_version", "")))
+        return (-1, "")
+    best: dict[str, Path] = {}
+    for path in sorted(folder.rglob(pattern)):
+        if path.name not in best or rank(path) > rank(best[path.name]):
+            best[path.name] = path
+    return best
+
+
+def dataset_parts(folder: str | os.PathLike[str]) -> list[tuple[Path, frozenset[str]]]:
+    """``(part file, live record ids)`` of every part of the dataset present under ``folder``,
+    by its newest catalog (see the module docstring); empty if there is no catalog."""
+    folder = Path(folder)
+    catalog = open_catalog(folder)
+    if catalog is None:
+        return []
+    parts = _newest_copies(folder, "part-*.h5")
+    indexes = _newest_copies(folder, "part-*.csv")
+    current = int(catalog.get("volume") or 0)
+    out = []
+    for volume in catalog.get("volumes") or []:
+        withdrawn = set() if volume["volume"] == current else \
+            set((catalog.get("withdrawn") or {}).get(str(volume["volume"]), []))
+        for name in volume.get("parts") or []:
+            if name not in parts or index_name(name) not in indexes:
+                continue   # not downloaded (another volume, or a Kaggle subset)
+            with open(indexes[index_name(name)], newline="", encoding="utf-8") as fh:
+                live = {row["id"] for row in csv.DictReader(fh)} - withdrawn
+            out.append((parts[name], frozenset(live)))
+    return out
+
+
 def record_groups(source: Source) -> Iterator[h5py.Group]:
-    """Every record group in ``source`` (files are opened read-only and closed afterwards)."""
+    """Every live record group in ``source`` (files are opened read-only and closed
+    afterwards); a dataset folder is read through its catalog (module docstring)."""
     if isinstance(source, h5py.Group):
         yield from _walk(source)
         return
     path = Path(source)
+    if path.is_dir() and open_catalog(path) is not None:
+        for part, live in dataset_parts(path):
+            with h5py.File(part, "r", rdcc_nbytes=_CACHE_BYTES) as h5:
+                for group in _walk(h5):
+                    if str(group.attrs.get("record_id")) in live:
+                        yield group
+        return
     files = sorted(path.rglob("*.h5")) if path.is_dir() else [path]
     for file in files:
         with h5py.File(file, "r", rdcc_nbytes=_CACHE_BYTES) as h5:

@@ -92,7 +92,7 @@ __all__ = ["BuiltVersion", "Changes", "build_version", "built_version", "decide_
 
 PART_MAX_BYTES = 2 * 1024**3    # a new part is cut at about this size
 VOLUME_MAX_BYTES = 45_000_000_000
-FIXED_RESERVE = 1 << 20          # bytes reserved for the fixed files when sizing a volume
+FIXED_RESERVE = 1 << 16          # at least this many bytes reserved for the fixed files
 
 
 def next_version(versions: Iterable[Mapping[str, Any]], today: date) -> str:
@@ -375,7 +375,10 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     kept_bytes = sum(carried[n][0] for n in carried if n not in dropped
                      and n not in {index_name(p) for p in dropped})
     cap = max_parts_per_volume(manifest.dataset.max_parts)
-    if new_bytes + FIXED_RESERVE > volume_max or len(new_parts) > cap:
+    # the fixed files grow a little with parts and volumes: reserve twice what they took last
+    reserve = max(FIXED_RESERVE, 2 * sum(int(prev["sizes"].get(n, 0)) for n in FIXED_FILES)
+                  if prev else FIXED_RESERVE)
+    if new_bytes + reserve > volume_max or len(new_parts) > cap:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _error(f"the new data of version {version} ({new_bytes:,} bytes in "
                      f"{len(new_parts)} part(s)) does not fit into one volume "
@@ -383,7 +386,7 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
                      hint="lower source.max_records_per_run, or raise "
                      "destinations.zenodo.volume_max_bytes")
     if prev is not None and (len(kept_parts) + len(new_parts) > cap or
-                             kept_bytes + new_bytes + FIXED_RESERVE > volume_max):
+                             kept_bytes + new_bytes + reserve > volume_max):
         volume += 1
         carried, carried_meta, dropped = {}, {}, set()
     withdrawn: dict[str, list[str]] = {k: list(v) for k, v in
