@@ -21,8 +21,13 @@ import numpy as np
 import pytest
 
 from pipeline.dataset import Changes, max_parts_per_volume, newest_within
-from pipeline.dataset_card import CHANGELOG_VERSIONS, changelog, kaggle_title, read_index_csv, \
-    sha256sums
+from pipeline.dataset_card import (
+    CHANGELOG_VERSIONS,
+    changelog,
+    kaggle_title,
+    read_index_csv,
+    sha256sums,
+)
 from pipeline.errors import PipelineError
 from pipeline.loader import load_all, open_catalog, record_groups
 from pipeline.manifest import Manifest, from_dict, validate

@@ -78,6 +78,10 @@ def dataset_id_of(dep: Mapping[str, Any]) -> str | None:
     return m.group(1) if m else None
 
 
+VOLUME_KEYS = ("deposition_id", "concept_id", "concept_doi", "files", "draft_id", "draft_version",
+               "record_id", "doi")
+
+
 def volume_known(known: dict[str, Any], volume: int) -> dict[str, Any]:
     """The state's ids of one volume (``known["volumes"]["<n>"]``), created on first use.
 
@@ -85,9 +89,7 @@ def volume_known(known: dict[str, Any], volume: int) -> dict[str, Any]:
     """
     volumes = known.setdefault("volumes", {})
     if str(volume) not in volumes:
-        legacy = {k: known[k] for k in ("deposition_id", "concept_id", "concept_doi", "files",
-                                         "draft_id", "draft_version", "record_id", "doi")
-                  if volume == 1 and known.get(k)}
+        legacy = {k: known[k] for k in VOLUME_KEYS if volume == 1 and known.get(k)}
         volumes[str(volume)] = legacy
     return volumes[str(volume)]
 
@@ -296,9 +298,21 @@ class ZenodoPublisher:
         """Publish ``built`` as the next version of its volume (a new concept record for a new
         volume); ``known`` is the state's ``destinations.zenodo``, per volume under
         ``volumes``, with the current volume's ids also at the top level."""
+        vk = volume_known(known, built.volume)
+        try:
+            return self._publish(built, known, vk, journal)
+        finally:   # the top level mirrors the volume being published (status, notify, compat)
+            for key in VOLUME_KEYS:
+                if key in vk:
+                    known[key] = vk[key]
+                else:
+                    known.pop(key, None)
+            known["volume"] = built.volume
+
+    def _publish(self, built: BuiltVersion, known: dict[str, Any], vk: dict[str, Any],
+                 journal: Journal) -> dict[str, Any]:
         prior = dict(journal.entry)
         dataset_id = known.setdefault("dataset_id", str(uuid.uuid4()))
-        vk = volume_known(known, built.volume)
         entry = journal.begin(built.version)
         package = json.loads((built.folder / "datapackage.json").read_text(encoding="utf-8"))
         server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
