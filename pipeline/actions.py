@@ -27,6 +27,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import PipelineError, redact
 
@@ -137,3 +138,13 @@ def report_step(command: str, *, ok: bool, outputs: Mapping[str, object] | None 
     write_outputs({**(outputs or {}), "ok": ok}, environ=environ)
     write_summary(step_summary(command, ok=ok, outputs=outputs, tables=tables, notes=notes),
                   environ=environ)
+
+
+def show(result: Any) -> int:
+    """Print a stage's result (:class:`pipeline.orchestrate.StageResult`) and write its step
+    outputs and job summary; return its exit code. The CLI and the demo both show stages so."""
+    if result.text:
+        print(result.text, flush=True)
+    report_step(result.name, ok=result.ok, outputs=result.outputs, tables=result.tables,
+                notes=result.notes)
+    return 0 if result.ok else 1

@@ -73,15 +73,12 @@ def _context(args: argparse.Namespace) -> Any:
 
 
 def _show(result: Any) -> int:
-    """Print a stage's result, write its GitHub step outputs and summary; its exit code."""
-    if result.text:
-        print(result.text, flush=True)
-    _report(result.name, ok=result.ok, outputs=result.outputs, tables=result.tables,
-            notes=result.notes)
-    return 0 if result.ok else 1
+    from pipeline.actions import show
+
+    return show(result)
 
 
-def _detect_options(args: argparse.Namespace) -> dict[str, Any]:
+def _detect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": Path(args.out) if args.out else None, "since": args.since,
             "until": args.until, "record_ids": tuple(args.record or ()),
             "max_records": args.max_records}
@@ -90,7 +87,7 @@ def _detect_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_detect(args: argparse.Namespace) -> int:
     from pipeline.orchestrate import detect_stage
 
-    return _show(detect_stage(_context(args), **_detect_options(args)))
+    return _show(detect_stage(_context(args), **_detect_kwargs(args)))
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -122,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """detect -> process -> version -> publish -> notify (:func:`pipeline.orchestrate.run_all`)."""
     from pipeline.orchestrate import run_all
 
-    ok = run_all(_context(args), on_stage=_show, detect_options=_detect_options(args),
+    ok = run_all(_context(args), on_stage=_show, detect_options=_detect_kwargs(args),
                  jobs=args.jobs, target=args.target)
     return 0 if ok else 1
 

@@ -104,6 +104,7 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
 
 def run_demo(workdir: Path | None = None, *, jobs: int = 2, new_records: int = 4) -> int:
     """Run the pipeline three times against a fresh sandbox; print a short report."""
+    from pipeline.actions import show
     from pipeline.manifest import load
     from pipeline.orchestrate import Context, run_all
     from pipeline.state import State
@@ -124,7 +125,7 @@ def run_demo(workdir: Path | None = None, *, jobs: int = 2, new_records: int = 4
                           f"('tomorrow'): {', '.join(str(r['id']) for r in added)}", flush=True)
                 print(f"\n=== demo: {label} ===", flush=True)
                 ctx = Context(manifest=manifest, workdir=root / "work")
-                codes.append(0 if run_all(ctx, on_stage=_print, jobs=jobs) else 1)
+                codes.append(0 if run_all(ctx, on_stage=show, jobs=jobs) else 1)
         state = State.load(root / "state" / "state.json")
         print(report(state, root, box))
         return 0 if all(c == 0 for c in codes) else 1
@@ -132,11 +133,6 @@ def run_demo(workdir: Path | None = None, *, jobs: int = 2, new_records: int = 4
         box.stop()
         if not keep and os.environ.get("PIPELINE_DEMO_CLEANUP") == "1":
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _print(result: Any) -> None:
-    if result.text:
-        print(result.text, flush=True)
 
 
 def report(state: Any, root: Path, box: sb.Sandbox) -> str:

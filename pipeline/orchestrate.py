@@ -4,8 +4,8 @@ Why one module: the CLI's single commands, ``run``, the demo and the simulated-y
 must do exactly the same thing at each stage (fold outcomes into the state first, give the
 version builder and the Kaggle publisher a way to fetch published files by need, count what was
 downloaded). Each stage is a function returning a :class:`StageResult` (what to print, the step
-outputs, tables and notes for a GitHub job summary); the CLI prints and reports them, the demo
-prints them. Nothing here parses arguments and nothing here prints.
+outputs, tables and notes for a GitHub job summary); the CLI and the demo show them with
+:func:`pipeline.actions.show`. Nothing here parses arguments and nothing here prints.
 
 Imports go one way: ``cli`` and ``demo`` import this module, this module imports the stages, and
 no stage imports this module.

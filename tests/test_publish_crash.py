@@ -36,7 +36,7 @@ import requests
 
 from pipeline.cli import main
 from pipeline.demo import KAGGLE_DATASET, sandbox_environ, sandbox_manifest
-from pipeline.publish import BuiltVersion
+from pipeline.publish import BuiltVersion, kaggle_names
 from pipeline.publish.kaggle import uploaded_names
 from pipeline.sandbox import Sandbox
 from pipeline.sandbox.kaggle import BLOB_PATH
@@ -286,7 +286,8 @@ def assert_published_once(world: World, built: BuiltVersion) -> None:
     assert list(world.sandbox.kaggle.datasets) == [KAGGLE_DATASET]
     dataset = world.sandbox.kaggle.datasets[KAGGLE_DATASET]
     assert [v.number for v in dataset.versions] == list(range(1, len(wanted) + 1))
-    assert dataset.current.checksums == {n: built.files[n] for n in uploaded_names(built.files)}
+    assert dataset.current.checksums == {n: built.files[n]
+                                         for n in uploaded_names(kaggle_names(built))}
     assert entry["published"]["kaggle"]["version_number"] == len(wanted)
     assert state.destinations["kaggle"]["versions"][built.version] == len(wanted)
 

@@ -474,7 +474,8 @@ def test_a_garbled_upload_is_deleted_and_nothing_is_published(setup: Setup) -> N
     report = setup.publish()
     assert report.failed
     error = report.results[0].error or ""
-    assert "upload of part-000001.csv was garbled" in error and built.md5["part-000001.csv"] in error
+    assert "upload of part-000001.csv was garbled" in error
+    assert built.md5["part-000001.csv"] in error
     assert "the bad copy was deleted from the draft" in error
     deps = setup.sandbox.deposit.depositions()
     assert len(deps) == 1 and not deps[0]["submitted"]

@@ -31,7 +31,7 @@ from pipeline.state import State
 from pipeline.version import built_version
 
 __all__ = ["BuiltVersion", "DestinationResult", "Journal", "PublishReport", "Publisher",
-           "kaggle_view", "publish"]
+           "kaggle_names", "kaggle_view", "publish"]
 # What a Kaggle version holds besides the chosen parts and their indexes (the card says where
 # the full dataset is; SHA256SUMS and datapackage.json describe the Zenodo volume, not this).
 KAGGLE_FIXED = (CATALOG, "README.md", "CHANGELOG.md", "dataset-metadata.json")
@@ -168,6 +168,13 @@ def kaggle_parts(built: BuiltVersion) -> list[str]:
     return list((catalog.get("kaggle") or {}).get("parts") or [])
 
 
+def kaggle_names(built: BuiltVersion) -> list[str]:
+    """Every file of the Kaggle version of ``built``: budgeted parts, their indexes, and
+    :data:`KAGGLE_FIXED`."""
+    return sorted([n for p in kaggle_parts(built) for n in (p, index_name(p))]
+                  + list(KAGGLE_FIXED))
+
+
 def kaggle_view(built: BuiltVersion, state: State, folder: Path, files: PublishedFiles
                 ) -> BuiltVersion:
     """The Kaggle version of ``built``: a flat folder of hard links (or fetched copies) holding
@@ -176,7 +183,7 @@ def kaggle_view(built: BuiltVersion, state: State, folder: Path, files: Publishe
     Parts this run did not write come from Zenodo, one at a time and verified: the download is
     bounded by ``destinations.kaggle.max_bytes`` (and is nothing when every chosen part is new).
     """
-    names = [n for p in kaggle_parts(built) for n in (p, index_name(p))] + list(KAGGLE_FIXED)
+    names = kaggle_names(built)
     listing: dict[str, tuple[int, str, str]] = {}
     for entry in state.versions:    # newest wins: every volume's current listing
         for n in entry.get("md5", {}):
