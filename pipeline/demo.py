@@ -161,7 +161,7 @@ def report(state: Any, root: Path, box: sb.Sandbox) -> str:
         "notifications received by the sandbox: "
         + (", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"),
         "load the data:  python -c \"from pipeline.loader import load_all; "
-        f"print(load_all('{root / 'work' / 'versions'}').shape)\"",
+        f"print(load_all('{root / 'work' / 'records'}').shape)\"",
     ]
     return "\n".join(lines)
 

@@ -156,7 +156,8 @@ def version_stage(ctx: Context) -> StageResult:
 
 
 def publish_stage(ctx: Context, *, target: str = "all", dry_run: bool = False) -> StageResult:
-    from pipeline.publish import publish
+    from pipeline.publish import DESTINATIONS, publish
+    from pipeline.version import prune_published
 
     state = ctx.state()
     files = ctx.published_files(state, "publish")
@@ -167,6 +168,10 @@ def publish_stage(ctx: Context, *, target: str = "all", dry_run: bool = False) -
         ctx.count(files)
         files.close()
         shutil.rmtree(files.folder, ignore_errors=True)
+    if not dry_run and not report.failed:
+        enabled = [n for n in DESTINATIONS if getattr(ctx.manifest.destinations, n) is not None
+                   and getattr(ctx.manifest.destinations, n).enabled]
+        prune_published(state, ctx.workdir, enabled)
     return StageResult("publish", ok=not report.failed, text=report.text(),
                        outputs={**report.outputs(), **version_outputs(state, report.version)},
                        notes=[report.markdown()])

@@ -274,6 +274,29 @@ def _clean_orphans(versions_dir: Path, state: State) -> None:
             shutil.rmtree(path)
 
 
+def prune_published(state: State, workdir: str | os.PathLike[str],
+                    destinations: Iterable[str]) -> list[str]:
+    """Delete the folders of versions older than the newest one once the newest is published to
+    every destination in ``destinations``; return the versions removed.
+
+    Why: a version folder holds only what that version wrote, and once published those bytes
+    are on Zenodo; keeping every folder would make the work folder (and the workflow's cache of
+    it) grow with the whole dataset. The newest folder stays, as the next run's warm cache.
+    """
+    if not state.versions:
+        return []
+    newest = state.versions[-1]
+    if not set(destinations) <= set(newest.get("published") or {}):
+        return []
+    removed = []
+    for entry in state.versions[:-1]:
+        folder = Path(workdir) / entry["folder"]
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed.append(entry["version"])
+    return removed
+
+
 def _listing(entry: Mapping[str, Any] | None) -> dict[str, tuple[int, str, str]]:
     """``{name: (size, md5, sha256)}`` of the parts and part indexes of a version entry."""
     if not entry:
@@ -308,6 +331,34 @@ def _volume_summary(volume: int, parts: Mapping[str, Mapping[str, Any]], sizes: 
             "first_record": firsts[0] if firsts else None,
             "last_record": lasts[-1] if lasts else None,
             "bytes": sum(sizes.values()), **_zenodo_ids(state, volume)}
+
+
+NOTES_KEPT = 60   # entries keeping their notes: the feed renders the newest 50, the card 30
+
+
+def _trim_history(versions: list[dict[str, Any]], volume: int) -> None:
+    """Keep the state's history of versions small before a new entry for ``volume`` is added.
+
+    Only the newest entry keeps per-record lists (added/updated/removed/withdrawn); the newest
+    entry of every *other* volume keeps its full listing (it is that volume's current record);
+    older entries keep the listing of the parts and part indexes they wrote (what
+    :mod:`pipeline.published` needs to find a file's record) and, beyond the newest
+    :data:`NOTES_KEPT`, lose their notes. So the history grows by a few hundred bytes a version.
+    """
+    latest = {int(e.get("volume") or 1): e for e in versions}
+    for i, old in enumerate(versions):
+        for key in ("added", "updated", "removed", "withdrawn"):
+            old.pop(key, None)
+        if i < len(versions) - NOTES_KEPT + 1:
+            old["notes"] = old.get("notes", "").split("\n", 1)[0] + "\n"
+        vol = int(old.get("volume") or 1)
+        if old.get("written") is None or (latest.get(vol) is old and vol != volume):
+            continue
+        keep = {n for n in old["written"] if n not in FIXED_FILES}
+        for key in ("files", "md5", "sizes"):
+            old[key] = {n: v for n, v in old[key].items() if n in keep}
+        old["written"] = sorted(keep)
+        old.pop("parts", None)
 
 
 def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], *,
@@ -434,14 +485,7 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     final = versions_dir / version
     os.rename(tmp, final)
 
-    for old in state.versions:   # only the newest entry keeps per-record lists
-        for key in ("added", "updated", "removed", "withdrawn"):
-            old.pop(key, None)
-        if int(old.get("volume") or 1) == volume and old.get("written") is not None:
-            keep = set(old["written"])   # the newest entry of a volume lists all its files
-            for key in ("files", "md5", "sizes"):
-                old[key] = {n: v for n, v in old[key].items() if n in keep}
-            old.pop("parts", None)
+    _trim_history(state.versions, volume)
     entry = {"version": version, "volume": volume, "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
              "folder": f"versions/{version}", "notes": notes, "counts": counts,
              "files": dict(sorted(sha.items())), "md5": dict(sorted(md5.items())),
