@@ -24,7 +24,7 @@ from pipeline.sandbox import Sandbox
 from pipeline.state import State
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.bench_year import simulate  # noqa: E402
+from benchmarks.bench_year import simulate
 
 QUOTA = 300_000
 FILES = 20

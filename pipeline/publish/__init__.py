@@ -291,7 +291,11 @@ def _publish_one(publisher: Publisher, built: BuiltVersion, state: State,
     if result.get("status") == "draft":
         state.save()
         return DestinationResult(name, "draft", dict(result))
-    entry.setdefault("published", {})[name] = dict(result)
+    # The version entry keeps the scalar ids of this publication (DOI, URL, version number);
+    # the destination's maps (Kaggle's version map, its parts) stay in ``destinations`` only,
+    # or every entry would carry a copy that grows with the number of versions.
+    entry.setdefault("published", {})[name] = {k: v for k, v in result.items()
+                                               if not isinstance(v, dict | list)}
     known.update(result)
     state.save()
     return DestinationResult(name, "published", dict(result))
