@@ -429,9 +429,9 @@ def test_an_open_draft_missing_from_a_lagging_listing_is_found_after_the_400(
     class Lagging(ZenodoPublisher):
         listed = 0
 
-        def _list(self) -> list[dict[str, Any]]:
+        def _list(self, **filters: str) -> list[dict[str, Any]]:
             Lagging.listed += 1
-            found = super()._list()
+            found = super()._list(**filters)
             return [d for d in found if d["submitted"]] if Lagging.listed == 1 else found
 
     assert setup.publish(Lagging(setup.dest, sleep=lambda s: None)).results[0].outcome == \

@@ -252,13 +252,20 @@ class ZenodoPublisher:
                 return None
             raise
 
-    def _list(self) -> list[dict[str, Any]]:
-        """Every deposition of the token's account, drafts and all versions included."""
+    def _newest_published(self, concept: str) -> list[dict[str, Any]]:
+        """The newest published deposition of ``concept`` (a list of at most one)."""
+        return list(self._call("GET", DEPOSITIONS, params={
+            "size": 1, "page": 1, "all_versions": "true", "sort": "mostrecent",
+            "status": "published", "q": f"conceptrecid:{concept}"}))[:1]
+
+    def _list(self, **filters: str) -> list[dict[str, Any]]:
+        """Every deposition of the token's account (drafts and all versions included), or
+        those matching ``filters`` (``status``, ``q``: the deposit listing's parameters)."""
         found: list[dict[str, Any]] = []
         for page in range(1, LIST_MAX_PAGES + 1):
             batch = self._call("GET", DEPOSITIONS, params={
                 "size": LIST_PAGE_SIZE, "page": page, "all_versions": "true",
-                "sort": "mostrecent"})
+                "sort": "mostrecent", **filters})
             found += batch
             if len(batch) < LIST_PAGE_SIZE:
                 break
@@ -367,10 +374,17 @@ class ZenodoPublisher:
     def _locate(self, built: BuiltVersion, known: dict[str, Any], journal: Journal,
                 metadata: Mapping[str, Any], dataset_id: str) -> dict[str, Any]:
         """Find our open draft or the version already published; else open a new draft."""
-        deps = {str(d["id"]): d for d in self._list()}
         base_id = known.get("deposition_id") or (self.dest.deposition_id
                                                  if built.volume == 1 else None)
         concept = known.get("concept_id")
+        # Open drafts only, plus the concept's newest published deposition: two small answers
+        # whatever the history. Every deposition of the account is listed only when the concept
+        # is unknown (a volume's first publish), to find a create whose answer was lost.
+        deps = {str(d["id"]): d for d in self._list(status="draft")}
+        if concept:
+            deps.update((str(d["id"]), d) for d in self._newest_published(str(concept)))
+        else:
+            deps.update((str(d["id"]), d) for d in self._list())
         if base_id:
             base = self._get(str(base_id))
             if base is None:
@@ -454,7 +468,8 @@ class ZenodoPublisher:
             if exc.status != 400 or "remove all files" not in str(exc.got).lower():
                 raise
             # §5.3: a draft of this concept already exists; find it and carry on with it
-            drafts = [d for d in self._list() if str(d.get("conceptrecid")) == concept
+            drafts = [d for d in self._list(status="draft")
+                      if str(d.get("conceptrecid")) == concept
                       and not _submitted(d)]
             if not drafts:
                 raise PublishError("newversion says a draft exists but none is listed",
