@@ -106,6 +106,9 @@ def scaled_manifest(url: str, folder: Path, *, zenodo_quota: int, zenodo_files: 
     return sandbox_manifest(url, folder, overrides={
         "source.zenodo.search_requests_per_minute": 6000,
         "source.max_records_per_run": max_records,
+        # a simulated day lasts seconds: the harvest overlap (10 minutes of a real day) scaled
+        # to a fraction of a second, or every cycle would re-read the last minutes' records
+        "source.overlap_minutes": 0.01,
         "dataset.max_parts": max_parts_per_volume(90, max_files=zenodo_files),
         "destinations.zenodo.volume_max_bytes": zenodo_quota,
         "destinations.kaggle.max_bytes": kaggle_bytes,
