@@ -94,7 +94,7 @@ def catalog_json(*, dataset: Mapping[str, Any], version: str, volume: int,
 def _listed(ids: Sequence[str], line: Any) -> list[str]:
     lines = [line(rid) for rid in ids[:MAX_LISTED]]
     if len(ids) > MAX_LISTED:
-        lines.append(f"- ... and {len(ids) - MAX_LISTED} more (see index.csv)")
+        lines.append(f"- ... and {len(ids) - MAX_LISTED} more (see the part indexes)")
     return lines
 
 

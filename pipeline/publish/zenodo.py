@@ -411,7 +411,7 @@ class ZenodoPublisher:
                     f"Zenodo's latest version of concept {concept} is {have}, not older than "
                     f"the built {built.version}", stage=STAGE, url=self.dest.url,
                     hint="the state file is behind Zenodo (a publish was not committed?); "
-                    "restore it from git or rebuild it from the published index")
+                    "restore it from git or rebuild it from the published catalog and part indexes")
         if drafts:
             return self._fresh(max(drafts, key=lambda d: int(d["id"])))
         if latest is not None:
