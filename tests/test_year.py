@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipeline.dataset import is_part, part_number
+from pipeline.demo import KAGGLE_DATASET
 from pipeline.loader import load_all, open_catalog
 from pipeline.sandbox import Sandbox
 from pipeline.state import State
@@ -28,6 +30,7 @@ from benchmarks.bench_year import simulate
 
 QUOTA = 300_000
 FILES = 20
+KAGGLE = 120_000
 
 
 @pytest.mark.timeout(240)
@@ -43,7 +46,7 @@ def test_six_days_on_fresh_runners_roll_volumes_over_before_the_quota(
     with Sandbox(seed=0, search_per_minute=None, deposit_max_bytes=QUOTA,
                  deposit_max_files=FILES) as box:
         cycles = simulate(box, tmp_path / "runs", days=6, records_per_day=3,
-                          zenodo_quota=QUOTA, zenodo_files=FILES, kaggle_bytes=120_000,
+                          zenodo_quota=QUOTA, zenodo_files=FILES, kaggle_bytes=KAGGLE,
                           report=None)
         peaks = box.deposit.peak_bytes()
         refused = list(box.deposit.refused)
@@ -53,6 +56,7 @@ def test_six_days_on_fresh_runners_roll_volumes_over_before_the_quota(
         record = requests.get(f"{box.url}/api/records/{newest['record_id']}", timeout=10).json()
         texts = {f["key"]: requests.get(f["links"]["self"], timeout=10).content
                  for f in record["files"] if f["key"] in ("catalog.json", "README.md")}
+        kaggle = {n: f.size for n, f in box.kaggle.datasets[KAGGLE_DATASET].current.files.items()}
         # download every volume's newest record, one folder each, and load across them
         downloads = tmp_path / "downloads"
         for number, vol in volumes.items():
@@ -74,7 +78,15 @@ def test_six_days_on_fresh_runners_roll_volumes_over_before_the_quota(
     assert all(doi in texts["README.md"].decode() for doi in others)
     # every cycle downloads far less of the published dataset than a whole version
     for c in cycles[1:]:
-        assert c.downloaded <= 120_000 + 20_000 < c.dataset_bytes, c
+        assert c.downloaded <= KAGGLE + 20_000 < c.dataset_bytes, c
+    # Kaggle holds the newest parts within its budget, the catalog and the card, no more
+    parts = sorted((n for n in kaggle if is_part(n)), key=part_number)
+    newest = sorted((n for e in state.versions for n in e["files"] if is_part(n)),
+                    key=part_number)
+    assert parts and parts == newest[-len(parts):]
+    assert sum(kaggle[n] + kaggle[n[:-3] + ".csv"] for n in parts) <= KAGGLE
+    assert {"catalog.json", "README.md", "CHANGELOG.md"} <= set(kaggle)
+    assert "SHA256SUMS" not in kaggle and max(c.kaggle_up for c in cycles) <= KAGGLE + 40_000
     # a reader holding every volume gets every live record exactly once
     live = {rid for rid, r in state.records.items() if r.get("part")}
     found = open_catalog(downloads)
