@@ -275,7 +275,7 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
     plan.search_requests = client.search_requests
     if not record_ids:
         plan.cursor_after = truncated_at or plan.until
-    atomic_write_json(out, plan.to_dict())
+    atomic_write_json(out, plan.to_dict(), indent=None)  # raw hits: compact, 3x faster
     # The plan is on disk: now record what it promises, and move the cursor.
     for entry in plan.entries:
         state.pending[entry.id] = {"action": entry.action, "reason": entry.reason,
