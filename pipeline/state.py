@@ -125,7 +125,6 @@ class Records(MutableMapping[str, dict[str, Any]]):
         if loaded is not None:
             return loaded
         path = self.folder / f"{name}.jsonl"
-        records: dict[str, dict[str, Any]] = {}
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -133,14 +132,12 @@ class Records(MutableMapping[str, dict[str, Any]]):
         except OSError as exc:
             raise StateError(f"cannot read the records file {path}: {exc}", stage="state",
                              hint="restore it from git") from exc
-        for n, line in enumerate((text or "").splitlines(), 1):
-            try:
-                entry = json.loads(line)
-                records[str(entry.pop("id"))] = entry
-            except (ValueError, KeyError, AttributeError) as exc:
-                raise StateError(f"{path}:{n}: not a record line: {line[:120]!r}", stage="state",
-                                 expected='{"id": ..., "status": ...}', got=str(exc),
-                                 hint="restore the file from git") from exc
+        try:
+            # One JSON array parse per file: several times faster than a parse per line.
+            entries = json.loads("[" + ",".join((text or "").splitlines()) + "]")
+            records = {str(e.pop("id")): e for e in entries}
+        except (ValueError, KeyError, AttributeError, TypeError):
+            records = _parse_lines(path, text or "")
         self._files[name] = records
         self._read_digest[name] = _digest(text) if text is not None else None
         return records
@@ -216,6 +213,20 @@ class Records(MutableMapping[str, dict[str, Any]]):
             written += 1
         self.summary = self.file_summaries()
         return written
+
+
+def _parse_lines(path: Path, text: str) -> dict[str, dict[str, Any]]:
+    """Parse a records file line by line, to name the line that is not a record."""
+    records = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            records[str(entry.pop("id"))] = entry
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise StateError(f"{path}:{n}: not a record line: {line[:120]!r}", stage="state",
+                             expected='{"id": ..., "status": ...}', got=str(exc),
+                             hint="restore the file from git") from exc
+    return records
 
 
 def _summary_total(s: dict[str, Any]) -> int:
