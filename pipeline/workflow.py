@@ -136,6 +136,9 @@ def missing_outcomes(plan_path: Path, state: State, workdir: Path, shards: int
     """Planned records with neither an outcome file nor a finished state entry, each with the
     shard (K of ``shards``) that should have produced it: what a lost shard artifact looks like
     (it would otherwise pass for "nothing new", leaving the records silently pending)."""
+    if not plan_path.is_file():
+        raise UsageError(f"no plan at {plan_path}", hint="download the plan job's `plan` "
+                         "artifact into the work folder, or pass --plan")
     missing = {}
     for entry in load_plan(plan_path):
         if outcome_path(workdir, entry.id).is_file() or entry.id not in state.pending:
