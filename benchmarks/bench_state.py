@@ -126,13 +126,15 @@ def main() -> None:
         started = time.perf_counter()
         day.save()
         saved = time.perf_counter() - started
-        numstat = git(repo, "diff", "--numstat").splitlines()
+        git(repo, "add", "-A", "state")  # as the commit job does; new records files included
+        numstat = git(repo, "diff", "--cached", "--numstat").splitlines()
         added = sum(int(line.split()[0]) for line in numstat)
         removed = sum(int(line.split()[1]) for line in numstat)
-        patch = git(repo, "diff")
+        patch = git(repo, "diff", "--cached")
         print(f"a 2,000-record day: saved in {saved:.2f} s, {len(numstat)} file(s) changed, "
               f"+{added:,} -{removed:,} lines, patch {len(patch.encode()) / 1e3:.0f} kB")
-        print(git(repo, "diff", "--stat").splitlines()[-1].strip())
+        print("git diff --cached --stat: "
+              + git(repo, "diff", "--cached", "--stat").splitlines()[-1].strip())
 
 
 if __name__ == "__main__":
