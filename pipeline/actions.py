@@ -131,6 +131,26 @@ def write_summary(markdown: str, *, environ: Mapping[str, str] = os.environ) -> 
     return _append("GITHUB_STEP_SUMMARY", markdown, environ) if markdown else None
 
 
+def annotate_error(title: str, message: str, *,
+                   environ: Mapping[str, str] = os.environ) -> str | None:
+    """Print an ``::error title=...::message`` workflow command (an annotation on the run's page)
+    when running in GitHub Actions; returns the line, or None elsewhere.
+
+    GitHub's toolkit escapes ``%``, CR and LF in the message, and also ``:`` and ``,`` in the
+    title (its ``key=value`` list), or the annotation is cut short.
+    """
+    if environ.get("GITHUB_ACTIONS") != "true":
+        return None
+
+    def escape(value: str) -> str:
+        return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    title = escape(redact(title)).replace(":", "%3A").replace(",", "%2C")
+    line = f"::error title={title}::{escape(redact(message))}"
+    print(line, flush=True)
+    return line
+
+
 def report_step(command: str, *, ok: bool, outputs: Mapping[str, object] | None = None,
                 tables: Mapping[str, Sequence[Mapping[str, object]]] | None = None,
                 notes: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> None:

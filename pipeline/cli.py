@@ -282,6 +282,76 @@ def _fill_placeholders(parser: argparse.ArgumentParser, words: list[str]) -> lis
     return out
 
 
+def cmd_check_run(args: argparse.Namespace) -> int:
+    """The plan job's first decision: are the inputs sane, may this publish mode use this
+    manifest (the sandbox guard), where are the state and the feed, and is earlier work left?"""
+    from pipeline import actions, workflow
+
+    inputs = workflow.RunInputs(publish=args.publish, targets=args.targets,
+                                manifest=args.manifest, since=args.since, records=args.records,
+                                max_records=args.max_records)
+    problems = workflow.check_inputs(inputs, Path.cwd())
+    for problem in problems:
+        actions.annotate_error("Invalid input", problem)
+    if problems:
+        raise UsageError("invalid workflow input: " + "; ".join(problems))
+    manifest = _manifest(args)
+    refused = workflow.sandbox_guard(args.publish, manifest)
+    if refused:
+        actions.annotate_error("Sandbox mode", refused)
+        raise UsageError(f"sandbox mode refused: {refused}")
+    unfinished = workflow.unfinished_work(manifest, State.load(manifest.state_path))
+    outputs = {"mode": args.publish, "manifest": args.manifest, "targets": args.targets,
+               "environment": "" if args.publish == "none" else args.publish,
+               **workflow.run_paths(manifest, Path.cwd()), "unfinished": bool(unfinished)}
+    print(f"check-run: publish mode {args.publish} with {args.manifest} (targets: "
+          f"{args.targets}); " + ("; ".join(unfinished) if unfinished else "no unfinished work"))
+    _report("check-run", outputs=outputs, notes=unfinished)
+    return 0
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from pipeline import workflow
+    from pipeline.detect import load_plan
+
+    manifest = _manifest(args)
+    plan = Path(args.plan) if args.plan else _workdir(args, manifest) / "plan.json"
+    planned = len(load_plan(plan)) if plan.is_file() else 0
+    count = workflow.shard_count(planned, records_per_shard=args.records_per_shard,
+                                 max_shards=args.max_shards)
+    print(f"shards: {planned} record(s) planned: {count} shard(s) of about "
+          f"{-(-planned // count)} record(s)")
+    _report("shards", outputs={"count": count, "shards": list(range(1, count + 1)),
+                               "planned": planned})
+    return 0
+
+
+def cmd_check_outcomes(args: argparse.Namespace) -> int:
+    from pipeline import workflow
+
+    manifest = _manifest(args)
+    workdir = _workdir(args, manifest)
+    plan = Path(args.plan) if args.plan else workdir / "plan.json"
+    # Not _state(): folding the outcomes first would hide which ones are missing.
+    missing = workflow.missing_outcomes(plan, State.load(manifest.state_path), workdir,
+                                        args.shards)
+    if missing:
+        from pipeline import actions
+
+        shards = sorted(set(missing.values()))
+        actions.annotate_error("Missing shard results", f"{len(missing)} planned record(s) "
+                               f"without an outcome: shard(s) {shards} of {args.shards}")
+        raise PipelineError(
+            f"{len(missing)} planned record(s) came back from no shard (shard(s) "
+            f"{', '.join(map(str, shards))} of {args.shards}): "
+            f"{', '.join(sorted(missing)[:10])}{' ...' if len(missing) > 10 else ''}",
+            stage="check-outcomes", hint="a shard's artifact is missing; rerun the failed "
+            "jobs, or run again: the records stay pending and come back in the next plan")
+    print(f"check-outcomes: every planned record of {plan} has its outcome")
+    _report("check-outcomes", outputs={"missing": 0})
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipeline.sandbox import Sandbox
 
@@ -307,6 +377,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "detect": cmd_detect, "process": cmd_process, "version": cmd_version,
     "publish": cmd_publish, "notify": cmd_notify, "run": cmd_run, "status": cmd_status,
     "validate": cmd_validate, "sandbox": cmd_sandbox, "demo": cmd_demo,
+    "check-run": cmd_check_run, "shards": cmd_shards, "check-outcomes": cmd_check_outcomes,
 }
 
 
@@ -352,7 +423,31 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
     sb.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     sub.add_parser("demo", help="the whole pipeline against the embedded sandbox")
+    _workflow_commands(sub)
     return p
+
+
+def _workflow_commands(sub: argparse._SubParsersAction) -> None:
+    """The decisions of the scheduled workflow (:mod:`pipeline.workflow`)."""
+    from pipeline.workflow import MAX_SHARDS, RECORDS_PER_SHARD
+
+    c = sub.add_parser("check-run", help="check a workflow run's inputs and publish mode; "
+                       "locate the state; report unfinished work")
+    c.add_argument("--publish", default="production", help="none, sandbox or production")
+    c.add_argument("--targets", default="all", help="all, zenodo or kaggle")
+    c.add_argument("--since", default="", help="the run's since input (checked only)")
+    c.add_argument("--records", default="", help="the run's records input (checked only)")
+    c.add_argument("--max-records", default="", help="the run's max_records input (checked)")
+    s = sub.add_parser("shards", help="size the process matrix from the plan")
+    s.add_argument("--plan", default=None, help="plan file (default: WORKDIR/plan.json)")
+    s.add_argument("--records-per-shard", type=int, default=RECORDS_PER_SHARD,
+                   help=f"records per matrix job (default {RECORDS_PER_SHARD})")
+    s.add_argument("--max-shards", type=int, default=MAX_SHARDS,
+                   help=f"most matrix jobs (default {MAX_SHARDS})")
+    o = sub.add_parser("check-outcomes", help="fail when a planned record came back from no "
+                       "shard")
+    o.add_argument("--plan", default=None, help="plan file (default: WORKDIR/plan.json)")
+    o.add_argument("--shards", type=int, required=True, help="the matrix's shard count")
 
 
 def _detect_options(d: argparse.ArgumentParser) -> None:

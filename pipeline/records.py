@@ -74,6 +74,11 @@ class Record:
         return cls(**{**d, "files": files, "github": github})
 
 
+def id_key(record_id: str) -> tuple[int, int | str]:
+    """Sort key for record ids: numerically when they are numbers (Zenodo ids grow with time)."""
+    return (0, int(record_id)) if record_id.isdigit() else (1, record_id)
+
+
 def normalise_md5(checksum: str | None) -> str:
     """``"md5:<hex>"`` from ``"md5:<hex>"`` or a bare hex digest (deposit and Oct-2023 shapes)."""
     if not checksum:
