@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import ServiceError
+from pipeline.errors import ServiceError, UsageError
 from pipeline.fsutil import atomic_write_json
 from pipeline.manifest import Manifest
-from pipeline.records import Record
+from pipeline.records import RECORD_ID, Record
 from pipeline.state import State
 from pipeline.zenodo import RESULT_WINDOW, ZenodoClient, format_ts, parse_ts, updated_range
 
@@ -178,7 +178,7 @@ def harvest(client: ZenodoClient, manifest: Manifest, since: datetime, until: da
         for page in range(2, pages + 1):
             result = client.search(q, page=page, **search)
             yield from zip(result.records, result.raw_hits, strict=True)
-            if not result.records:
+            if not result.records and not result.refused:
                 break  # the window shrank while paging (records were updated out of it)
 
 
@@ -224,6 +224,9 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
         harvested.append(PlanEntry(record.id, action, reason, attempts, record.to_dict(), raw))
 
     if record_ids:
+        bad = [rid for rid in record_ids if not RECORD_ID.match(rid)]
+        if bad:
+            raise UsageError(f"--record takes Zenodo record ids (digits); got {bad[0]!r}")
         for rid in record_ids:
             record, raw = client.record(rid)
             consider(record, raw, forced=True)

@@ -12,7 +12,9 @@ one line, which is what the CLI prints and what the state file stores as a failu
     ├── StateError                 the state file is unreadable or from a newer schema
     ├── ServiceError               an HTTP service answered with an error or not at all
     │   ├── RateLimitedError       429 after the retry budget was spent
-    │   └── AuthError              401/403: the token is missing, wrong or lacks a scope
+    │   ├── AuthError              401/403: the token is missing, wrong or lacks a scope
+    │   └── ForeignDataError       a 2xx whose body is not what was expected (bad JSON, an
+    │                              error body, a record field of the wrong shape)
     ├── ChecksumError              downloaded bytes do not match Zenodo's md5 (or the size)
     ├── ArchiveError               corrupt or hostile archive (traversal, links, bombs, limits)
     ├── ConvertError               a file could not be turned into images
@@ -129,6 +131,15 @@ class RateLimitedError(ServiceError):
 
 class AuthError(ServiceError):
     """401/403: missing, wrong or under-scoped credentials."""
+
+
+class ForeignDataError(ServiceError):
+    """A service answered, but with data the pipeline cannot use as it is.
+
+    Why its own class: a 200 holding invalid JSON, an error document, or a record whose id or
+    checksum would make a path outside the work folder is the service's fault (or an attack),
+    not a bug of ours; the record fails alone and is retried on later runs.
+    """
 
 
 class ChecksumError(PipelineError):

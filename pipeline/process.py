@@ -31,6 +31,7 @@ from pipeline.http import HttpClient
 from pipeline.manifest import Manifest
 from pipeline.records import Record
 from pipeline.state import State, outcome_path, write_outcome
+from pipeline.zenodo import ZenodoClient
 
 log = logging.getLogger("pipeline.process")
 
@@ -178,7 +179,7 @@ def _now() -> str:
 
 # -- one record (runs in a worker process) ---------------------------------------------------
 
-_CLIENTS: dict[str, HttpClient] = {}
+_CLIENTS: dict[str, Any] = {}
 _MANIFESTS: dict[Path, Manifest] = {}
 # A forked worker must not reuse the parent's sessions: their keep-alive sockets would be shared
 # by two processes and the responses interleaved (seen as md5 mismatches of downloads).
@@ -194,17 +195,20 @@ def _manifest(path: Path) -> Manifest:
     return _MANIFESTS[path]
 
 
+def _zenodo(manifest: Manifest) -> ZenodoClient:
+    """The worker's Zenodo client: record reads and file downloads share its session."""
+    if "zenodo" not in _CLIENTS:
+        _CLIENTS["zenodo"] = ZenodoClient(manifest.source.zenodo)
+    return _CLIENTS["zenodo"]
+
+
 def _client(manifest: Manifest, origin: str) -> HttpClient:
     """One session per service per worker process (sessions cannot cross processes)."""
+    if origin == "zenodo":
+        return _zenodo(manifest).http
     if origin not in _CLIENTS:
-        if origin == "zenodo":
-            z = manifest.source.zenodo
-            _CLIENTS[origin] = HttpClient(service="Zenodo files", token=z.token,
-                                          retries=z.max_retries,
-                                          timeout=(10.0, z.timeout_seconds))
-        else:
-            token = os.environ.get(manifest.source.github.token_env) or None
-            _CLIENTS[origin] = HttpClient(service="GitHub archives", token=token)
+        token = os.environ.get(manifest.source.github.token_env) or None
+        _CLIENTS[origin] = HttpClient(service="GitHub archives", token=token)
     return _CLIENTS[origin]
 
 
@@ -239,7 +243,7 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
     Returns the outcome fields of a processed record. Raises a :class:`PipelineError` naming
     the stage for a record that cannot be processed.
     """
-    from pipeline.fetch import fetch, sources_for
+    from pipeline.fetch import DownloadLimits, fetch, sources_for
     from pipeline.store import SourceArchive, write_record
 
     sources = sources_for(record, manifest.source.github.archive_url)
@@ -252,16 +256,14 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
     if raw is None:
         # Plans carried over from earlier runs keep only the parsed record; the metadata of
         # the output holds Zenodo's own JSON, so read it again.
-        zenodo = _client(manifest, "zenodo")
-        raw = zenodo.request("GET", f"{manifest.source.zenodo.url.rstrip('/')}/api/records/"
-                             f"{record.id}", stage="fetch", record=record.id,
-                             headers={"Accept": "application/json"}).json()
+        raw = _zenodo(manifest).record(record.id, stage="fetch")[1]
     p = manifest.processing
     cache = workdir / "downloads"
     archives = []
+    limits = DownloadLimits.from_processing(p)
     for source in sources:
         got = fetch(_client(manifest, source.origin), source, cache, record=record.id,
-                    max_bytes=p.max_download_bytes, retries=p.download_retries)
+                    max_bytes=p.max_download_bytes, limits=limits)
         archives.append(SourceArchive(key=source.key, path=got.path, checksum=source.md5,
                                       sha256=got.sha256))
     output = write_record(workdir / "records", record.id, archives, processing=p, record=raw)
