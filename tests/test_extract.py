@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ArchiveError
+from pipeline.errors import ArchiveError, PipelineError
 from pipeline.extract import (
     ArchiveLimits,
     Member,
@@ -365,9 +365,10 @@ def test_things_that_are_not_archives(no_writes: Path, content: bytes) -> None:
         read_all(path)
 
 
-def test_missing_file_is_an_archive_error(no_writes: Path) -> None:
-    with pytest.raises(ArchiveError, match="cannot open archive"):
+def test_a_missing_file_is_a_local_error_not_a_corrupt_archive(no_writes: Path) -> None:
+    with pytest.raises(PipelineError, match="cannot read the downloaded archive") as info:
         read_all(no_writes / "absent.zip")
+    assert not isinstance(info.value, ArchiveError) and "not of the record" in str(info.value)
 
 
 @pytest.mark.parametrize(("name", "expected"), [("a/b", "a/b"), ("./a//b/", "a/b"), ("./", ""),
