@@ -9,7 +9,11 @@ Why this shape:
 * ``--jobs N`` runs records in N worker processes (conversion is CPU-bound numpy and zlib work);
 * each record ends in exactly one *outcome* file written atomically (:mod:`pipeline.state`), so
   a killed run loses at most the records in progress, and the next run skips what is done;
-* a failing record is recorded with its reason and attempt count and never stops the others.
+* a failing record is recorded with its reason and attempt count and never stops the others,
+  including a record whose worker process is killed (the kernel's out-of-memory killer sends
+  SIGKILL): the records that were in the broken pool are run again one at a time in a fresh
+  worker, so the one that kills its worker again fails alone ("worker killed, probably out of
+  memory") and the innocent ones finish.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,19 +145,66 @@ def remove_stale_temporaries(folder: Path, *, older_than: float = 3600.0) -> int
 
 def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
     progress = _progress(len(args))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        queue = list(args)
-        running: set[Future] = set()
-        while queue or running:
-            while queue and len(running) < jobs * 2:
-                running.add(pool.submit(process_one, *queue.pop(0)))
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                _collect(report, future.result())
-                if progress:
-                    progress.update(1)
+
+    def collect(outcome: dict[str, Any]) -> None:
+        _collect(report, outcome)
+        if progress:
+            progress.update(1)
+
+    queue = list(args)
+    while queue:  # a new pool after each one a killed worker broke
+        queue, suspects = _pool_round(queue, jobs, collect)
+        for a in suspects:  # alone, so a worker killed again names its record
+            if _pool_round([a], 1, collect)[1]:
+                collect(_killed_outcome(*a))
     if progress:
         progress.close()
+
+
+def _pool_round(queue: list[tuple], jobs: int, collect: Callable[[dict[str, Any]], None]
+                ) -> tuple[list[tuple], list[tuple]]:
+    """Run ``queue`` in one pool until it is done or a worker dies.
+
+    Returns the records not started yet and those that were in the pool when it broke (one of
+    them killed its worker, but which one is unknown).
+    """
+    queue = list(queue)
+    suspects: list[tuple] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Future, tuple] = {}
+        while queue or running:
+            while queue and len(running) < jobs * 2 and not suspects:
+                a = queue.pop(0)
+                running[pool.submit(process_one, *a)] = a
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                a = running.pop(future)
+                try:
+                    collect(future.result())
+                except BrokenProcessPool:
+                    suspects.append(a)
+            if suspects:  # every other future of a broken pool fails the same way
+                for future, a in running.items():
+                    try:
+                        collect(future.result())
+                    except BrokenProcessPool:
+                        suspects.append(a)
+                break
+    return queue, suspects
+
+
+def _killed_outcome(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str, Any]:
+    """The outcome of a record whose worker process died (written here: the worker cannot)."""
+    log.warning("record %s: its worker process was killed", entry.id)
+    outcome = _failed(entry, Record.from_dict(entry.record), (
+        f"[process] record {entry.id}: worker killed, probably out of memory; expected the "
+        "worker to finish the record, got a worker ended by a signal (SIGKILL from the kernel's "
+        "out-of-memory killer, or a person). Run it alone with more memory (`process --jobs 1`),"
+        " or add it to source.exclusions.records; it is retried on the next runs"))
+    write_outcome(Path(workdir), outcome)
+    return outcome
 
 
 def _progress(total: int) -> Any:
@@ -218,22 +271,46 @@ def process_one(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str
     manifest = _manifest(manifest_path)
     folder = Path(workdir)
     record = Record.from_dict(entry.record)
-    base = {"id": entry.id, "concept": record.concept_id, "revision": record.revision,
-            "updated": record.updated, "checksums": record.checksums, "processed_at": _now()}
+    remove_record_temporaries(folder, entry.id)
     try:
         result = convert_record(manifest, record, entry.raw, folder)
-        outcome = {**base, "status": "done", "attempts": 0, "reason": "", **result}
+        outcome = {**_base(entry, record), "status": "done", "attempts": 0, "reason": "",
+                   **result}
     except PipelineError as exc:
-        outcome = {**base, "status": "failed", "attempts": entry.attempts + 1,
-                   "reason": str(exc), "record": entry.record}
+        outcome = _failed(entry, record, str(exc))
     except Exception as exc:  # a bug must fail one record, loudly, not the run
         log.exception("record %s: unexpected error", entry.id)
-        outcome = {**base, "status": "failed", "attempts": entry.attempts + 1,
-                   "reason": f"[process] record {entry.id}: unexpected {type(exc).__name__}: "
-                             f"{exc}. This is a bug; please report it with this message",
-                   "record": entry.record}
+        outcome = _failed(entry, record, f"[process] record {entry.id}: unexpected "
+                          f"{type(exc).__name__}: {exc}. This is a bug; please report it with "
+                          "this message")
     write_outcome(folder, outcome)
     return outcome
+
+
+def _base(entry: PlanEntry, record: Record) -> dict[str, Any]:
+    return {"id": entry.id, "concept": record.concept_id, "revision": record.revision,
+            "updated": record.updated, "checksums": record.checksums, "processed_at": _now()}
+
+
+def _failed(entry: PlanEntry, record: Record, reason: str) -> dict[str, Any]:
+    return {**_base(entry, record), "status": "failed", "attempts": entry.attempts + 1,
+            "reason": reason, "record": entry.record}
+
+
+def remove_record_temporaries(workdir: Path, record_id: str) -> int:
+    """Delete what a killed run left half-written for this record, before it is processed again.
+
+    Safe at any age: a record is processed by one worker of one shard at a time (shards
+    partition the plan), so these files can only be a dead run's.
+    """
+    removed = 0
+    for folder, name in ((workdir / "records", f"{record_id}.h5"),
+                         (workdir / "records", f"{record_id}.json"),
+                         (workdir / "outcomes", f"{record_id}.json")):
+        for path in folder.glob(f".{name}.*tmp") if folder.is_dir() else ():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | None,
