@@ -129,6 +129,7 @@ def unreachable_cause(exc: BaseException) -> str:
             (r"timed out|ConnectTimeout", "connection timed out"),
             (r"No route to host|Network is unreachable", "no route to host"),
             (r"Connection reset", "connection reset"),
+            (r"IncompleteRead|Connection broken", "the connection closed before the end"),
             (r"RemoteDisconnected|closed connection without response",
              "the server closed the connection without answering")):
         if re.search(pattern, text):
@@ -262,11 +263,18 @@ class HttpClient:
                     self.sleep(wait)
                     waited += wait
                     continue
+                if isinstance(exc, requests.ReadTimeout):
+                    raise ServiceError(
+                        f"{self.service} did not answer within the read timeout "
+                        f"({attempt + 1} attempts in {spent:.0f} s)", stage=stage,
+                        record=record, url=url, hint="the service is stalled or overloaded; "
+                        "the run can be repeated (source.zenodo.timeout_seconds sets the wait)",
+                    ) from exc
                 raise ServiceError(
                     f"{self.service} unreachable after {attempt + 1} attempts in "
                     f"{spent:.0f} s: {unreachable_cause(exc)}",
                     stage=stage, record=record, url=url,
-                    hint=hint or "check the URL in the manifest and the network; "
+                    hint="check the URL in the manifest and the network; "
                     "the run can be repeated",
                 ) from exc
             except requests.RequestException as exc:  # invalid URL, too many redirects, ...
@@ -344,6 +352,8 @@ class HttpClient:
                 "is set and has the needed scopes",
                 **common,
             )
+        if status >= 500:
+            hint = "the service had an error of its own; the run can be repeated"
         return ServiceError(f"{self.service} {method} failed", hint=hint, **common)
 
     def close(self) -> None:

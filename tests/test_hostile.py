@@ -1,0 +1,209 @@
+"""The real CLI against a hostile Zenodo (tests/hostile.py): every kind of bad answer or bad
+record fails only its record, in one line naming the stage, the record and what to do; nothing
+is read or written outside the work folder; nothing hangs; memory stays small."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import hostile as H
+
+TOKEN = "hostile-test-token-1234"
+ALLOWED = ("work", "state", "data_manifest.yaml")
+MAX_RSS_MB = 600
+
+
+@pytest.fixture
+def server() -> Iterator[H.Hostile]:
+    srv = H.Hostile().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def assert_clean(run: H.Run) -> None:
+    assert "Traceback" not in run.text, run.text
+    assert "This is a bug" not in run.text, run.text
+    assert run.max_rss_mb < MAX_RSS_MB, run.max_rss_mb
+
+
+def failures(folder: Path) -> dict[str, str]:
+    state = json.loads((folder / "state" / "state.json").read_text())
+    return {rid: r["reason"] for rid, r in state["records"].items() if r["status"] == "failed"}
+
+
+def test_records_whose_fields_are_attacks_are_refused_where_they_enter(
+        server: H.Hostile, tmp_path: Path) -> None:
+    """Ids, checksums, keys and links from the service never become paths or URLs unchecked."""
+    outside = tmp_path / "outside"
+    good = H.zip_bytes({"p/ok.py": b"print('ok')\n"})
+    hostile = [
+        H.record(server, 101, {"ok.zip": good}, id="../../outside/idtrav"),
+        H.record(server, 102, {"ok.zip": good}),
+        H.record(server, 103, {"../../outside/evil.zip": good}),
+        H.record(server, 104, {"a\\..\\..\\b.zip": good}),
+        {"status": 404, "message": "PID does not exist."},  # an error document as a hit
+        "garbage",
+        H.record(server, 107, {"ok.zip": good}, revision="abc"),
+        H.record(server, 108, {"ok.zip": good}, metadata="not an object"),
+        H.record(server, 109, {"ok.zip": good}, updated="yesterday"),
+        H.record(server, 110, {"ok.zip": good}),
+        H.record(server, 111, {"ok.zip": good}),
+    ]
+    hostile[1]["files"][0]["checksum"] = "md5:../../../outside/secret.zip"
+    hostile[9]["files"][0]["links"]["self"] = "file:///etc/passwd"
+    server.serve_records(hostile)
+    H.manifest(server.url, tmp_path)
+    run = H.cli(tmp_path, "detect")
+    assert_clean(run)
+    assert run.code == 0, run.text
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    assert [r["id"] for r in plan["records"]] == ["111"]  # the only honest one
+    refused = [line for line in run.err.splitlines() if "[detect]" in line]
+    assert len(refused) == 10, run.err
+    for line, rid in zip(refused, ["idtrav", "102", "103", "104", "", "", "107", "108", "109",
+                                   "110"], strict=True):
+        assert rid in line and "expected" in line, line
+    assert not outside.exists()
+    run = H.cli(tmp_path, "process")
+    assert_clean(run)
+    assert run.code == 0, run.text
+    assert H.files_outside(tmp_path, ALLOWED) == []
+
+
+def unique(rid: int) -> bytes:
+    """An honest zip of its own (the download cache is shared by checksum)."""
+    return H.zip_bytes({"p/ok.py": f"print({rid})\n".encode()})
+
+
+def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
+                                                         tmp_path: Path) -> None:
+    other = H.Hostile().start()  # another origin: must never see the token
+    try:
+        long_name = b"x" * (300 * 1024**2)  # declared only; refused before it is read
+        gnu_long = gzip.compress(H.tar_header(b"././@LongLink", len(long_name), b"L")
+                                 + long_name[:4096])
+        pax = gzip.compress(H.tar_header(b"pax", 10 * 1024**2, b"x") + b"1" * 4096)
+        non_utf8 = H.tar_member(b"proj/caf\xe9.py", b"print(1)\n") + H.tar_end()
+        backslash = H.tar_member(b"..\\..\\outside\\x.py", b"print(1)\n") + H.tar_end()
+        empty = H.tar_end() * 5
+        long_zip_name = H.zip_bytes({"p/" + "d" * 5000 + ".py": b"1\n"})
+        def zipped(rid: int, route: Callable[[bytes], H.Route] | None = None) -> dict:
+            data = unique(rid)
+            routes = {"ok.zip": route(data)} if route else None
+            return H.record(server, rid, {"ok.zip": data}, routes=routes)
+
+        records = [
+            zipped(201),
+            zipped(202, lambda g: H.bytes_route(g, {"Content-Length": "abc"})),
+            zipped(203, H.trickle_route),
+            zipped(204, lambda g: server.hang),
+            zipped(205, lambda g: H.bytes_route(b"<html>maintenance</html>")),
+            zipped(206, lambda g: H.bytes_route(g, close_after=40)),
+            H.record(server, 207, {"long.tar.gz": gnu_long}),
+            H.record(server, 208, {"pax.tar.gz": pax}),
+            H.record(server, 209, {"latin1.tar": non_utf8}),
+            H.record(server, 210, {"bs.tar": backslash}),
+            H.record(server, 211, {"empty.tar": empty}),
+            H.record(server, 212, {"long.zip": long_zip_name}),
+            zipped(213, lambda g: H.bytes_route(b"", {"Content-Length": str(10**12)})),
+            zipped(214, lambda g: H.bytes_route(b'{"status": 500}', status=500)),
+            zipped(215),
+        ]
+        records[-1]["files"][0]["links"]["self"] = other.file(215, "ok.zip",
+                                                              H.bytes_route(unique(215)))
+        server.serve_records(records)
+        H.manifest(server.url, tmp_path, **{"processing.max_download_bytes": 10**9})
+        env = {"ZENODO_TOKEN": TOKEN}
+        assert H.cli(tmp_path, "detect", env=env).code == 0
+        started = time.monotonic()
+        run = H.cli(tmp_path, "process", "--jobs", "2", env=env)
+        assert time.monotonic() - started < 60
+        assert_clean(run)
+        assert run.code == 1, run.text  # some records failed; the run itself went through
+        assert "process: shard 1/1: 15 planned" in run.out  # the summary is printed
+        assert H.cli(tmp_path, "status", env=env).code == 0  # folds the outcomes in
+        failed = failures(tmp_path)
+        expected = {
+            "203": r"\[fetch\] record 203: the download of ok.zip is too slow",
+            "204": r"\[fetch\] record 204: Zenodo did not answer within the read timeout",
+            "205": r"\[fetch\] record 205: size of ok.zip differs",
+            "206": r"\[fetch\] record 206: the download of ok.zip broke off after 40 bytes \(the "
+                   r"connection closed before the end\)",
+            "207": r"\[extract\] record 207: tar.gz archive long.tar.gz: GNU long name/link "
+                   r"header of 314572800 bytes",
+            "208": r"\[extract\] record 208: tar.gz archive pax.tar.gz: pax header of 10485760",
+            "210": r"\[extract\] record 210: member .*'\.\.' component \(path traversal\)",
+            "212": r"\[extract\] record 212: zip entry 1 has a name of 5005 bytes",
+            "213": r"\[fetch\] record 213: archive ok.zip is larger than processing.max_download",
+            "214": r"\[fetch\] record 214: .*HTTP 500.*the service had an error",
+        }
+        assert set(failed) == set(expected), failed
+        for rid, pattern in expected.items():
+            reason = failed[rid]
+            assert re.search(pattern, reason), reason
+            assert "\n" not in reason and ". " in reason  # one line, with what to do
+            assert sum(f"record {rid}:" in line for line in run.out.splitlines()) == 1, run.out
+        state = json.loads((tmp_path / "state" / "state.json").read_text())
+        done = {rid for rid, r in state["records"].items() if r["status"] == "done"}
+        assert done == {"201", "202", "209", "211", "215"}
+        meta = json.loads((tmp_path / "work" / "records" / "209.json").read_text())
+        assert any("caf\ufffd.py" in json.dumps(meta, ensure_ascii=False) for _ in [0])
+        # The token went to Zenodo's own origin only.
+        assert any(h.get("Authorization") == f"Bearer {TOKEN}" for _, h in server.seen)
+        assert other.seen and not any("Authorization" in h for _, h in other.seen)
+        assert H.files_outside(tmp_path, ALLOWED) == []
+    finally:
+        other.stop()
+
+
+def test_detect_reports_foreign_answers_in_one_line(server: H.Hostile, tmp_path: Path) -> None:
+    good = H.record(server, 301, {"ok.zip": H.zip_bytes({"a.py": b"1\n"})})
+    server.routes["/api/records/301"] = lambda h: H.send_raw(
+        h, 200, {"Content-Type": "application/json", "Content-Length": "9"}, b"<html>oops")
+    server.routes["/api/records/302"] = lambda h: H.send_json(
+        h, {"status": 404, "message": "PID does not exist."})
+    server.routes["/api/records/303"] = lambda h: H.send_json(h, good)  # another record
+    server.routes["/api/records"] = lambda h: H.send_raw(
+        h, 200, {"Content-Length": "3"}, b"\xff\xfe\x00")
+    H.manifest(server.url, tmp_path)
+    cases = {
+        ("--record", "301"): r"\[detect\] record 301: Zenodo answered HTTP 200 with a body that "
+                             r"is not JSON; expected a Zenodo record object",
+        ("--record", "302"): r"\[detect\] Zenodo record id None is not a record id",
+        ("--record", "303"): r"\[detect\] record 303: Zenodo answered with another record",
+        (): r"\[detect\] Zenodo answered HTTP 200 with a body that is not JSON",
+    }
+    for args, pattern in cases.items():
+        run = H.cli(tmp_path, "detect", *args)
+        assert_clean(run)
+        assert run.code == 1, run.text
+        lines = [line for line in run.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and re.search(pattern, lines[0]), run.err
+    run = H.cli(tmp_path, "detect", "--record", "../../x")
+    assert run.code == 2 and "digits" in run.err and "Traceback" not in run.text
+
+
+def test_an_unreachable_zenodo_is_one_line_in_bounded_time(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    H.manifest(f"http://127.0.0.1:{port}", tmp_path, **{"source.zenodo.max_retries": 5})
+    run = H.cli(tmp_path, "detect")
+    assert_clean(run)
+    assert run.code == 1
+    lines = [line for line in run.err.splitlines() if line.strip()]
+    assert len(lines) == 1, run.err
+    assert re.search(r"\[detect\] Zenodo unreachable after \d attempts in \d+ s: connection "
+                     r"refused \(http://127\.0\.0\.1:\d+/api/records\)\. check", lines[0])
+    assert "urllib3" not in lines[0] and "HTTPConnection" not in lines[0]
+    assert run.seconds < 20
