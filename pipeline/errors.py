@@ -149,6 +149,12 @@ class ChecksumError(PipelineError):
 class ArchiveError(PipelineError):
     """An archive is corrupt, unsupported or hostile; only its record fails."""
 
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs["hint"] = kwargs.get("hint") or (
+            "the archive is corrupt or hostile; only this record failed and it is retried on "
+            "later runs (list it in source.exclusions.records to stop)")
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
 
 class ConvertError(PipelineError):
     """A source file could not be converted."""

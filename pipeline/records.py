@@ -51,7 +51,8 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_record_id(value: object, *, stage: str = "detect", what: str = "id") -> str:
+def check_record_id(value: object, *, stage: str = "detect", what: str = "id",
+                    record: str | None = None) -> str:
     """``value`` as a record id string, or :class:`ForeignDataError` if it is not digits.
 
     Why digits only: the id names ``records/<id>.h5`` and ``outcomes/<id>.json``; Zenodo's ids
@@ -60,7 +61,8 @@ def check_record_id(value: object, *, stage: str = "detect", what: str = "id") -
     text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
     if not RECORD_ID.match(text):
         raise ForeignDataError(f"Zenodo record {what} {_shown(value)} is not a record id",
-                               stage=stage, expected="1 to 20 digits", got=_shown(value),
+                               stage=stage, record=record, expected="1 to 20 digits",
+                               got=_shown(value),
                                hint="the service sent a malformed record (or an error "
                                "document); it was not used")
     return text
@@ -217,6 +219,12 @@ def parse_record(hit: Any, *, stage: str = "detect") -> Record:
         raise ForeignDataError("a record is not a JSON object", stage=stage,
                                expected="a Zenodo record object", got=_shown(hit),
                                hint="the service sent something else; it was not used")
+    if "id" not in hit and "recid" not in hit and "message" in hit:
+        raise ForeignDataError(f"Zenodo sent an error document instead of a record: "
+                               f"{_shown(hit.get('status'))} {_shown(hit.get('message'))}",
+                               stage=stage, expected="a Zenodo record object",
+                               got="an error document", hint="Zenodo may be degraded; the run "
+                               "can be repeated")
     rid = check_record_id(hit.get("id") or hit.get("recid"), stage=stage)
     meta = hit.get("metadata") or {}
     files = hit.get("files") or []
@@ -260,7 +268,8 @@ def parse_record(hit: Any, *, stage: str = "detect") -> Record:
     related = meta.get("related_identifiers")
     return Record(
         id=rid,
-        concept_id=check_record_id(concept, stage=stage, what="concept id") if concept else None,
+        concept_id=check_record_id(concept, stage=stage, what="concept id",
+                                              record=rid) if concept else None,
         version=_text(meta.get("version"), 200),
         doi=_text(hit.get("doi") or meta.get("doi"), 200),
         concept_doi=_text(hit.get("conceptdoi"), 200),

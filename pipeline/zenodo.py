@@ -136,7 +136,11 @@ class ZenodoClient:
             headers={"Accept": "application/json"}, expected="a Zenodo record object",
             hint="check the record id; a 410 means Zenodo deleted the record",
         )
-        record = parse_record(raw, stage=stage)
+        try:
+            record = parse_record(raw, stage=stage)
+        except ForeignDataError as exc:
+            exc.record = exc.record or rid  # we know which record was asked for
+            raise
         if record.id != rid:
             raise ForeignDataError("Zenodo answered with another record", stage=stage,
                                    record=rid, url=self.http.url(f"/api/records/{rid}"),

@@ -179,7 +179,9 @@ def test_detect_reports_foreign_answers_in_one_line(server: H.Hostile, tmp_path:
     cases = {
         ("--record", "301"): r"\[detect\] record 301: Zenodo answered HTTP 200 with a body that "
                              r"is not JSON; expected a Zenodo record object",
-        ("--record", "302"): r"\[detect\] Zenodo record id None is not a record id",
+        ("--record", "302"): r"\[detect\] record 302: Zenodo sent an error document instead "
+                             r"of a record: "
+                             r"404 'PID does not exist.'",
         ("--record", "303"): r"\[detect\] record 303: Zenodo answered with another record",
         (): r"\[detect\] Zenodo answered HTTP 200 with a body that is not JSON",
     }
