@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import queue
 import re
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +214,67 @@ def test_an_unreachable_zenodo_is_one_line_in_bounded_time(tmp_path: Path) -> No
                      r"refused \(http://127\.0\.0\.1:\d+/api/records\)\. check", lines[0])
     assert "urllib3" not in lines[0] and "HTTPConnection" not in lines[0]
     assert run.seconds < 20
+
+
+def _pid_owning(local_port: int) -> int | None:
+    """The process holding the TCP connection whose local port is ``local_port`` (Linux)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == local_port:
+            inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_a_worker_killed_by_the_kernel_fails_only_its_record(server: H.Hostile,
+                                                            tmp_path: Path) -> None:
+    """SIGKILL is what the out-of-memory killer sends: the record in that worker fails alone,
+    the others finish, and the summary is printed (no BrokenProcessPool traceback)."""
+    ports: queue.Queue[int] = queue.Queue()
+
+    def doomed(h: Any) -> None:  # the download that "eats the memory": its worker is killed
+        ports.put(h.client_address[1])
+        server._stop.wait(30)
+
+    records = [H.record(server, 401, {"ok.zip": unique(401)}, routes={"ok.zip": doomed})]
+    records += [H.record(server, rid, {"ok.zip": unique(rid)}) for rid in range(402, 407)]
+    server.serve_records(records)
+    H.manifest(server.url, tmp_path)
+    assert H.cli(tmp_path, "detect").code == 0
+    result: list[H.Run] = []
+    runner = threading.Thread(target=lambda: result.append(
+        H.cli(tmp_path, "process", "--jobs", "2")))
+    runner.start()
+    kills = 0
+    while runner.is_alive():
+        try:
+            port = ports.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        for _ in range(50):
+            pid = _pid_owning(port)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.1)
+    runner.join()
+    run = result[0]
+    assert kills == 2  # in the pool, then alone to tell which record it was
+    assert_clean(run)
+    assert "BrokenProcessPool" not in run.text
+    assert run.code == 1 and "process: shard 1/1: 6 planned, 5 done, 1 failed" in run.out
+    assert H.cli(tmp_path, "status").code == 0
+    failed = failures(tmp_path)
+    assert list(failed) == ["401"]
+    assert re.match(r"\[process\] record 401: worker killed, probably out of memory; .*"
+                    r"Run it alone with more memory", failed["401"])
