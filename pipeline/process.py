@@ -35,7 +35,7 @@ from pipeline.detect import PlanEntry, load_plan
 from pipeline.errors import PipelineError, UsageError
 from pipeline.http import HttpClient
 from pipeline.manifest import Manifest
-from pipeline.records import Record
+from pipeline.records import RECORD_ID, Record
 from pipeline.state import State, outcome_path, write_outcome
 from pipeline.zenodo import ZenodoClient
 
@@ -114,7 +114,7 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
     entries = [e for e in load_plan(plan_path) if in_shard(e.id, shard)]
     report = ProcessReport(planned=len(entries), shard=shard)
     todo = []
-    for entry in entries:
+    for entry in _usable(entries, report):
         (report.already if already_done(entry, state, workdir) else todo).append(entry)
     args = [(entry, manifest.path, str(workdir)) for entry in todo]
     if jobs == 1 or len(todo) <= 1:
@@ -124,6 +124,25 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
         _run_pool(args, jobs, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _usable(entries: list[PlanEntry], report: ProcessReport) -> list[PlanEntry]:
+    """The entries whose id can name files; the others fail here, without an outcome file.
+
+    Ids are checked where records enter (:mod:`pipeline.records`); this catches plans and
+    states written before that check, or edited by hand.
+    """
+    usable = []
+    for entry in entries:
+        if RECORD_ID.match(str(entry.id)):
+            usable.append(entry)
+            continue
+        shown = repr(entry.id)[:60]
+        report.failed[shown] = (f"[process] record {shown}: the plan holds an id that cannot "
+                                "name a file; expected 1 to 20 digits. Run `detect` again "
+                                "to rebuild the plan")
+        log.warning("%s", report.failed[shown])
+    return usable
 
 
 def remove_stale_temporaries(folder: Path, *, older_than: float = 3600.0) -> int:

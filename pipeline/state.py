@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import StateError
-from pipeline.fsutil import atomic_write_json, atomic_write_text
+from pipeline.fsutil import atomic_write_json, atomic_write_text, safe_join
 
 SCHEMA = 1
 # What the state keeps of a record's outcome; the rest (archive URLs, byte counts) lives in the
@@ -151,7 +151,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def outcome_path(workdir: Path, record_id: str) -> Path:
-    return Path(workdir) / "outcomes" / f"{record_id}.json"
+    return safe_join(Path(workdir) / "outcomes", f"{record_id}.json")
 
 
 def write_outcome(workdir: Path, outcome: dict[str, Any]) -> None:

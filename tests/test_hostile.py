@@ -278,3 +278,33 @@ def test_a_worker_killed_by_the_kernel_fails_only_its_record(server: H.Hostile,
     assert list(failed) == ["401"]
     assert re.match(r"\[process\] record 401: worker killed, probably out of memory; .*"
                     r"Run it alone with more memory", failed["401"])
+
+
+def test_a_rerun_removes_a_killed_runs_temporaries_and_refuses_bad_plan_ids(
+        server: H.Hostile, tmp_path: Path) -> None:
+    server.serve_records([H.record(server, 501, {"ok.zip": unique(501)})])
+    H.manifest(server.url, tmp_path)
+    assert H.cli(tmp_path, "detect").code == 0
+    work = tmp_path / "work"
+    plan = json.loads((work / "plan.json").read_text())
+    hand_edited = json.loads(json.dumps(plan["records"][0]))
+    hand_edited["id"] = "../../outside/p"
+    plan["records"].append(hand_edited)
+    (work / "plan.json").write_text(json.dumps(plan))
+    (work / "records").mkdir()
+    (work / "outcomes").mkdir()
+    left = [work / "records" / ".501.h5.abc123.tmp", work / "records" / ".501.json.x1.tmp",
+            work / "records" / ".501.h5.q.widen.tmp", work / "outcomes" / ".501.json.z.tmp"]
+    other = work / "records" / ".777.h5.def456.tmp"  # another shard may be writing it now
+    for path in [*left, other]:
+        path.write_bytes(b"half-written")
+    run = H.cli(tmp_path, "process")
+    assert_clean(run)
+    assert run.code == 1
+    assert not any(p.exists() for p in left) and other.exists()
+    assert (work / "records" / "501.h5").is_file()
+    line = next(x for x in run.out.splitlines() if "outside" in x)
+    assert "[process] record '../../outside/p': the plan holds an id that cannot name a file" \
+        in line and "Run `detect` again" in line
+    assert not (tmp_path / "outside").exists()
+    assert H.files_outside(tmp_path, ALLOWED) == []

@@ -66,6 +66,8 @@ def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     out = bytearray(data)
     kinds = []
     for _ in range(rng.randint(1, 3)):
+        if not out:
+            break
         kind = rng.choice(["flip", "zero", "ones", "insert", "delete", "truncate", "duplicate",
                            "header"])
         kinds.append(kind)
@@ -86,8 +88,7 @@ def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         else:  # a header field: the first 512 bytes (tar header, zip local header) or the end
             where = rng.randrange(min(512, len(out))) if rng.random() < 0.5 else \
                 max(0, len(out) - 1 - rng.randrange(min(64, len(out))))
-            if out:
-                out[where] = rng.randrange(256)
+            out[where] = rng.randrange(256)
     return bytes(out), kinds[0]
 
 
