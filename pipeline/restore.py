@@ -32,19 +32,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from pipeline.errors import ChecksumError, PipelineError, ServiceError
+from pipeline.fetch import DownloadLimits
 from pipeline.fsutil import file_digest
-from pipeline.http import HttpClient, Sleep
+from pipeline.http import HttpClient, Sleep, iter_body
 from pipeline.manifest import ZenodoDestination
 from pipeline.publish.zenodo import diff_files
-from pipeline.records import RecordFile, parse_record
+from pipeline.records import RecordFile
 from pipeline.state import State
+from pipeline.zenodo import ZenodoClient
 
 STAGE = "version"
 SUMS = "SHA256SUMS"
-BLOCK = 1 << 20
 log = logging.getLogger(__name__)
 
 
@@ -120,12 +119,13 @@ def restore_version(entry: Mapping[str, Any], workdir: str | os.PathLike[str],
             hint="set destinations.zenodo.url to the server version "
             f"{version} was published to, or restore the folder from a copy of the work folder")
     url = f"{dest.url.rstrip('/')}/api/records/{record_id}"
-    http = HttpClient(service="Zenodo", base_url=dest.url, token=dest.token, sleep=sleep)
+    zenodo = ZenodoClient.at(dest.url, dest.token_env, sleep=sleep)
+    http = zenodo.http
     tmp = final.parent / f".tmp-restore-{version}"
     shutil.rmtree(tmp, ignore_errors=True)   # a killed restore's leftovers
     tmp.mkdir(parents=True)
     try:
-        files = _record_files(http, record_id, entry, url)
+        files = _record_files(zenodo, record_id, entry, url)
         for f in files:
             _download(http, f, tmp, entry, record_id)
         _check_sums(tmp, entry, url)
@@ -145,19 +145,12 @@ def restore_version(entry: Mapping[str, Any], workdir: str | os.PathLike[str],
     return final
 
 
-def _record_files(http: HttpClient, record_id: str, entry: Mapping[str, Any], url: str
+def _record_files(zenodo: ZenodoClient, record_id: str, entry: Mapping[str, Any], url: str
                   ) -> list[RecordFile]:
     """The record's files, checked against the state's before a byte is downloaded."""
-    response = http.request("GET", f"/api/records/{record_id}", stage=STAGE,
-                            headers={"Accept": "application/json"},
-                            hint=f"the state says version {entry['version']} was published as "
-                            f"record {record_id}; check destinations.zenodo.url")
-    try:
-        record = parse_record(response.json())
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ServiceError(f"Zenodo record {record_id} is not readable JSON", stage=STAGE,
-                           url=url, got=response.text[:200],
-                           hint="check destinations.zenodo.url") from exc
+    record, _ = zenodo.record(record_id, stage=STAGE,
+                              hint=f"the state says version {entry['version']} was published "
+                              f"as record {record_id}; check destinations.zenodo.url")
     problems = [] if record.version == entry["version"] else [
         f"version: expected {entry['version']}, got {record.version or 'none'}"]
     problems += diff_files(expected_listing(entry),
@@ -178,20 +171,21 @@ def _download(http: HttpClient, f: RecordFile, folder: Path, entry: Mapping[str,
     md5 = hashlib.md5(usedforsecurity=False)
     size = 0
     path = folder / f.key
+    deadline = time.monotonic() + DownloadLimits().deadline(f.size)
     try:
         response = http.request("GET", f.url, stage=STAGE, stream=True,
                                 hint=f"record {record_id} lists {f.key}; run `version` again")
         with response, open(path, "wb") as out:
-            for block in response.iter_content(BLOCK):
+            for block in iter_body(response, stage=STAGE, record=None, deadline=deadline,
+                                   what=f"the download of {f.key} from record {record_id}"):
                 md5.update(block)
                 size += len(block)
                 out.write(block)
             out.flush()
             os.fsync(out.fileno())
-    except requests.RequestException as exc:
-        raise ServiceError(f"the download of {f.key} from record {record_id} broke off ({exc})",
-                           stage=STAGE, url=f.url,
-                           hint="nothing was put in place; run `version` again") from exc
+    except ServiceError as exc:
+        exc.hint = "nothing was put in place; run `version` again"
+        raise
     got, want = f"md5:{md5.hexdigest()}", entry["md5"][f.key]
     if (size, got) != (f.size, f.checksum) or got != want:
         raise ChecksumError(

@@ -123,7 +123,17 @@ class ZenodoClient:
         return SearchPage(total=total, records=records, raw_hits=raw_hits,
                           refused=len(hits) - len(records))
 
-    def record(self, record_id: str, *, stage: str = "detect") -> tuple[Record, dict[str, Any]]:
+    @classmethod
+    def at(cls, url: str, token_env: str, *, sleep: Callable[[float], None] = time.sleep
+           ) -> ZenodoClient:
+        """A client for another Zenodo server than the harvest's (the publish destination,
+        from which ``version`` restores a published version), with the default pacing."""
+        return cls(ZenodoSource(url=url, token_env=token_env, search_requests_per_minute=30,
+                                timeout_seconds=120, max_retries=4), sleep=sleep)
+
+    def record(self, record_id: str, *, stage: str = "detect",
+               hint: str = "check the record id; a 410 means Zenodo deleted the record"
+               ) -> tuple[Record, dict[str, Any]]:
         """``GET /api/records/{id}``: the parsed record and its raw JSON.
 
         The one place a single record is read from Zenodo (``detect --record`` and ``process``
@@ -134,8 +144,7 @@ class ZenodoClient:
         raw = self.http.request_json(
             "GET", f"/api/records/{rid}", stage=stage, record=rid,
             headers={"Accept": "application/json"}, expected="a Zenodo record object",
-            hint="check the record id; a 410 means Zenodo deleted the record",
-        )
+            hint=hint)
         try:
             record = parse_record(raw, stage=stage)
         except ForeignDataError as exc:
