@@ -119,9 +119,27 @@ def error_text(response: requests.Response) -> str:
     return " | ".join(p for p in parts if p)[:500]
 
 
+_MALFORMED = (
+    (r"got more than \d+ headers", "more headers than allowed"),
+    (r"LineTooLong|line too long|header line", "a header line too long"),
+    (r"BadStatusLine|InvalidHeader|Invalid header|ParseError|HeaderParsingError",
+     "a malformed status line or header"),
+    (r"DecodeError|decoding|Content-Encoding", "a body its Content-Encoding does not decode"),
+)
+
+
+def malformed_cause(exc: BaseException) -> str | None:
+    """What was wrong with an answer that broke HTTP itself (not the network), or None."""
+    text = f"{type(exc).__name__}: {exc}"
+    return next((reason for pattern, reason in _MALFORMED if re.search(pattern, text)), None)
+
+
 def unreachable_cause(exc: BaseException) -> str:
     """The short reason a connection failed ("connection refused"), from urllib3's long text."""
     text = str(exc)
+    malformed = malformed_cause(exc)
+    if malformed:
+        return malformed
     for pattern, reason in (
             (r"Name or service not known|nodename nor servname|getaddrinfo failed|"
              r"Temporary failure in name resolution|NameResolutionError", "host name not found"),
@@ -263,6 +281,12 @@ class HttpClient:
                     self.sleep(wait)
                     waited += wait
                     continue
+                if malformed_cause(exc):
+                    raise ServiceError(
+                        f"{self.service} sent an answer that is not valid HTTP: "
+                        f"{malformed_cause(exc)}", stage=stage, record=record, url=url,
+                        hint="the service or a proxy in between is broken; the run can be "
+                        "repeated") from exc
                 if isinstance(exc, requests.ReadTimeout):
                     raise ServiceError(
                         f"{self.service} did not answer within the read timeout "

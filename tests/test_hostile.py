@@ -123,8 +123,16 @@ def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
             zipped(213, lambda g: H.bytes_route(b"", {"Content-Length": str(10**12)})),
             zipped(214, lambda g: H.bytes_route(b'{"status": 500}', status=500)),
             zipped(215),
+            zipped(216, lambda g: H.bytes_route(b"", {"Location": "/files/216/ok.zip/content"},
+                                                status=302)),
+            zipped(217, lambda g: H.bytes_route(g, {f"X-Flood-{i}": "x" for i in range(200)})),
+            zipped(218, lambda g: H.bytes_route(b"\x1f\x8bnot gzip at all" * 9,
+                                                {"Content-Encoding": "gzip"})),
+            zipped(219, lambda g: H.bytes_route(g, {"Location": "file:///etc/passwd"},
+                                                status=301)),
         ]
-        records[-1]["files"][0]["links"]["self"] = other.file(215, "ok.zip",
+        by_id = {r["id"]: r for r in records}
+        by_id[215]["files"][0]["links"]["self"] = other.file(215, "ok.zip",
                                                               H.bytes_route(unique(215)))
         server.serve_records(records)
         H.manifest(server.url, tmp_path, **{"processing.max_download_bytes": 10**9})
@@ -135,7 +143,7 @@ def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
         assert time.monotonic() - started < 60
         assert_clean(run)
         assert run.code == 1, run.text  # some records failed; the run itself went through
-        assert "process: shard 1/1: 15 planned" in run.out  # the summary is printed
+        assert "process: shard 1/1: 19 planned" in run.out  # the summary is printed
         assert H.cli(tmp_path, "status", env=env).code == 0  # folds the outcomes in
         failed = failures(tmp_path)
         expected = {
@@ -151,6 +159,12 @@ def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
             "212": r"\[extract\] record 212: zip entry 1 has a name of 5005 bytes",
             "213": r"\[fetch\] record 213: archive ok.zip is larger than processing.max_download",
             "214": r"\[fetch\] record 214: .*HTTP 500.*the service had an error",
+            "216": r"\[fetch\] record 216: Zenodo GET could not be sent: TooManyRedirects",
+            "217": r"\[fetch\] record 217: Zenodo sent an answer that is not valid HTTP: more "
+                   r"headers than allowed",
+            "218": r"\[fetch\] record 218: the download of ok.zip broke off after 0 bytes \(a "
+                   r"body its Content-Encoding does not decode\)",
+            "219": r"\[fetch\] record 219: Zenodo GET could not be sent: InvalidSchema",
         }
         assert set(failed) == set(expected), failed
         for rid, pattern in expected.items():
