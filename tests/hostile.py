@@ -10,6 +10,7 @@ headers and non-UTF-8 names) so a test lists its cases in a few lines and drives
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -226,9 +227,51 @@ def manifest(server_url: str, folder: Path, **overrides: Any) -> Path:
     return sandbox_manifest(server_url, folder, overrides={**base, **overrides})
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return out
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """``(VmHWM, VmRSS)`` of one process in KiB, (0, 0) once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return (int(values.get("VmHWM", "0 kB").split()[0]),
+            int(values.get("VmRSS", "0 kB").split()[0]))
+
+
+class _MemoryWatch(threading.Thread):
+    """Peak memory of a process tree: the largest single high-water mark, or the largest sum of
+    the tree's resident sizes at one moment (shared pages counted in each: an overestimate).
+
+    Why not ``wait4``'s ``ru_maxrss``: a child inherits the high-water mark of the process it
+    was forked from, so a test process grown to 600 MB would make every command look that big.
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.done = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            sizes = [_memory_kb(p) for p in _tree(self.pid)]
+            self.peak_kb = max(self.peak_kb, *(hwm for hwm, _ in sizes),
+                               sum(rss for _, rss in sizes))
+            self.done.wait(0.05)
+
+
 def cli(folder: Path, *args: str, env: dict[str, str] | None = None,
         timeout: float = 120) -> Run:
-    """``python -m pipeline`` in a subprocess; its peak memory (with its workers) from wait4."""
+    """``python -m pipeline`` in a subprocess, with its peak memory (workers included)."""
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("ZENODO_", "KAGGLE_", "GITHUB_"))}
     full_env.update(env or {})
@@ -238,6 +281,8 @@ def cli(folder: Path, *args: str, env: dict[str, str] | None = None,
         [sys.executable, "-m", "pipeline", "--manifest", str(folder / "data_manifest.yaml"),
          "--workdir", str(folder / "work"), *args], cwd=folder, env=full_env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watch = _MemoryWatch(proc.pid)
+    watch.start()
     streams: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda n=n, s=s: streams.__setitem__(n, s.read()))
                for n, s in (("out", proc.stdout), ("err", proc.stderr))]
@@ -246,7 +291,11 @@ def cli(folder: Path, *args: str, env: dict[str, str] | None = None,
     killer = threading.Timer(timeout, proc.kill)
     killer.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        # Reaped only after the watch had its last look (the zombie keeps no memory figures).
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        watch.done.set()
+        watch.join()
+        _, status = os.waitpid(proc.pid, 0)
     finally:
         killer.cancel()
     for t in readers:
@@ -255,7 +304,7 @@ def cli(folder: Path, *args: str, env: dict[str, str] | None = None,
     assert time.monotonic() - started < timeout, f"the command hung: {args}"
     return Run(proc.returncode, streams["out"].decode(errors="replace"),
                streams["err"].decode(errors="replace"), time.monotonic() - started,
-               usage.ru_maxrss / 1024)
+               watch.peak_kb / 1024)
 
 
 def files_outside(root: Path, allowed: tuple[str, ...]) -> list[Path]:
