@@ -24,9 +24,10 @@ What is checked, and when:
   bytes in UTF-8. Zip name lengths are read from the central directory before :mod:`zipfile`
   reads a name, and the directory itself may hold at most ``MAX_ZIP_DIRECTORY_BYTES``. A tar's
   GNU long-name/long-link payload is refused above ``MAX_PATH_BYTES`` and a pax header above
-  ``MAX_PAX_HEADER_BYTES`` (1 MiB) *before* :mod:`tarfile` reads it whole (a 2 MB tar.gz can
-  otherwise declare a 300 MB name). Tar names that are not UTF-8 are decoded with U+FFFD for
-  the bad bytes, and ``\\`` is a separator in every archive, so ``..\\x`` is traversal too;
+  ``MAX_PAX_HEADER_BYTES`` (1 MiB, also the total of all global pax headers) *before*
+  :mod:`tarfile` reads it whole (a 2 MB tar.gz can otherwise declare a 300 MB name). Tar names
+  that are not UTF-8 are decoded with U+FFFD for the bad bytes, and ``\\`` is a separator in
+  every archive, so ``..\\x`` is traversal too;
 * **uncompressed bytes and compression ratio**: zip's declared sizes are checked up front (zipfile
   never returns more than a member's declared size), tar streams are metered while they are
   decompressed, so a bomb stops after at most ``max_compression_ratio * compressed +
@@ -70,7 +71,7 @@ _BLOCK = 1 << 16
 _MAX_LINK_TARGET = 4096
 MAX_PATH_BYTES = 4096
 MAX_PAX_HEADER_BYTES = 1024**2
-MAX_ZIP_DIRECTORY_BYTES = 256 * 1024**2
+MAX_ZIP_DIRECTORY_BYTES = 64 * 1024**2  # zipfile holds it, and a ZipInfo per entry, in memory
 # Errors the standard library raises for corrupt or truncated data, translated at this boundary.
 # NotImplementedError is what zipfile raises for a compression method it does not support;
 # UnicodeDecodeError a zip name flagged UTF-8 that is not.
@@ -556,6 +557,11 @@ class _CheckedTarInfo(tarfile.TarInfo):
     def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         if self.size > MAX_PAX_HEADER_BYTES:
             raise _HeaderTooLarge("pax header", self.size, MAX_PAX_HEADER_BYTES)
+        if self.type == tarfile.XGLTYPE:  # global headers accumulate for the whole archive
+            total = getattr(tarfile_, "pipeline_global_pax", 0) + self.size
+            tarfile_.pipeline_global_pax = total  # type: ignore[attr-defined]
+            if total > MAX_PAX_HEADER_BYTES:
+                raise _HeaderTooLarge("pax global headers", total, MAX_PAX_HEADER_BYTES)
         return super()._proc_pax(tarfile_)  # type: ignore[misc]
 
 

@@ -415,3 +415,19 @@ def test_tar_names_that_are_not_utf8_and_empty_tars_are_read(no_writes: Path) ->
     with tarfile.open(empty, "w"):
         pass
     assert read_all(empty) == {}
+
+
+def test_many_global_pax_headers_cannot_add_up_in_memory(no_writes: Path) -> None:
+    def global_pax(i: int) -> bytes:
+        record = "comment=" + "c" * 600_000 + "\n"
+        record = f"{len(record) + 7} {record}"  # the length prefix counts itself (6 + 1)
+        info = tarfile.TarInfo(f"pax_global_header{i}")
+        info.type = tarfile.XGLTYPE
+        info.size = len(record)
+        return info.tobuf(tarfile.USTAR_FORMAT) + record.encode().ljust(
+            -(-len(record) // 512) * 512, b"\0")
+
+    path = no_writes / "globals.tar"
+    path.write_bytes(global_pax(1) + global_pax(2) + b"\0" * 1024)
+    with pytest.raises(ArchiveError, match="pax global headers of 12"):
+        read_all(path)
