@@ -210,6 +210,13 @@ def test_detect_reports_foreign_answers_in_one_line(server: H.Hostile, tmp_path:
         assert run.code == 1, run.text
         lines = [line for line in run.err.splitlines() if line.strip()]
         assert len(lines) == 1 and re.search(pattern, lines[0]), run.err
+    body = json.dumps({"hits": {"hits": [], "total": 0}}).encode()
+    server.routes["/api/records"] = H.trickle_route(body, every=0.5)  # never times out a read
+    run = H.cli(tmp_path, "detect")
+    assert_clean(run)
+    assert run.code == 1 and run.seconds < 20
+    assert re.search(r"^error: \[detect\] Zenodo answer is too slow: \d+ bytes arrived before "
+                     r"the deadline", run.err), run.err
     run = H.cli(tmp_path, "detect", "--record", "../../x")
     assert run.code == 2 and "digits" in run.err and "Traceback" not in run.text
 
