@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,6 @@ from tests import hostile as H
 TOKEN = "hostile-test-token-1234"
 ALLOWED = ("work", "state", "data_manifest.yaml")
 MAX_RSS_MB = 600
-
-
-@pytest.fixture
-def server() -> Iterator[H.Hostile]:
-    srv = H.Hostile().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def assert_clean(run: H.Run) -> None:
@@ -47,27 +38,27 @@ def failures(folder: Path) -> dict[str, str]:
 
 
 def test_records_whose_fields_are_attacks_are_refused_where_they_enter(
-        server: H.Hostile, tmp_path: Path) -> None:
+        hostile_server: H.Hostile, tmp_path: Path) -> None:
     """Ids, checksums, keys and links from the service never become paths or URLs unchecked."""
     outside = tmp_path / "outside"
     good = H.zip_bytes({"p/ok.py": b"print('ok')\n"})
     hostile = [
-        H.record(server, 101, {"ok.zip": good}, id="../../outside/idtrav"),
-        H.record(server, 102, {"ok.zip": good}),
-        H.record(server, 103, {"../../outside/evil.zip": good}),
-        H.record(server, 104, {"a\\..\\..\\b.zip": good}),
+        H.record(hostile_server, 101, {"ok.zip": good}, id="../../outside/idtrav"),
+        H.record(hostile_server, 102, {"ok.zip": good}),
+        H.record(hostile_server, 103, {"../../outside/evil.zip": good}),
+        H.record(hostile_server, 104, {"a\\..\\..\\b.zip": good}),
         {"status": 404, "message": "PID does not exist."},  # an error document as a hit
         "garbage",
-        H.record(server, 107, {"ok.zip": good}, revision="abc"),
-        H.record(server, 108, {"ok.zip": good}, metadata="not an object"),
-        H.record(server, 109, {"ok.zip": good}, updated="yesterday"),
-        H.record(server, 110, {"ok.zip": good}),
-        H.record(server, 111, {"ok.zip": good}),
+        H.record(hostile_server, 107, {"ok.zip": good}, revision="abc"),
+        H.record(hostile_server, 108, {"ok.zip": good}, metadata="not an object"),
+        H.record(hostile_server, 109, {"ok.zip": good}, updated="yesterday"),
+        H.record(hostile_server, 110, {"ok.zip": good}),
+        H.record(hostile_server, 111, {"ok.zip": good}),
     ]
     hostile[1]["files"][0]["checksum"] = "md5:../../../outside/secret.zip"
     hostile[9]["files"][0]["links"]["self"] = "file:///etc/passwd"
-    server.serve_records(hostile)
-    H.manifest(server.url, tmp_path)
+    hostile_server.serve_records(hostile)
+    H.manifest(hostile_server.url, tmp_path)
     run = H.cli(tmp_path, "detect")
     assert_clean(run)
     assert run.code == 0, run.text
@@ -90,7 +81,7 @@ def unique(rid: int) -> bytes:
     return H.zip_bytes({"p/ok.py": f"print({rid})\n".encode()})
 
 
-def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
+def test_bad_answers_to_downloads_fail_only_their_record(hostile_server: H.Hostile,
                                                          tmp_path: Path) -> None:
     other = H.Hostile().start()  # another origin: must never see the token
     try:
@@ -105,21 +96,21 @@ def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
         def zipped(rid: int, route: Callable[[bytes], H.Route] | None = None) -> dict:
             data = unique(rid)
             routes = {"ok.zip": route(data)} if route else None
-            return H.record(server, rid, {"ok.zip": data}, routes=routes)
+            return H.record(hostile_server, rid, {"ok.zip": data}, routes=routes)
 
         records = [
             zipped(201),
             zipped(202, lambda g: H.bytes_route(g, {"Content-Length": "abc"})),
             zipped(203, H.trickle_route),
-            zipped(204, lambda g: server.hang),
+            zipped(204, lambda g: hostile_server.hang),
             zipped(205, lambda g: H.bytes_route(b"<html>maintenance</html>")),
             zipped(206, lambda g: H.bytes_route(g, close_after=40)),
-            H.record(server, 207, {"long.tar.gz": gnu_long}),
-            H.record(server, 208, {"pax.tar.gz": pax}),
-            H.record(server, 209, {"latin1.tar": non_utf8}),
-            H.record(server, 210, {"bs.tar": backslash}),
-            H.record(server, 211, {"empty.tar": empty}),
-            H.record(server, 212, {"long.zip": long_zip_name}),
+            H.record(hostile_server, 207, {"long.tar.gz": gnu_long}),
+            H.record(hostile_server, 208, {"pax.tar.gz": pax}),
+            H.record(hostile_server, 209, {"latin1.tar": non_utf8}),
+            H.record(hostile_server, 210, {"bs.tar": backslash}),
+            H.record(hostile_server, 211, {"empty.tar": empty}),
+            H.record(hostile_server, 212, {"long.zip": long_zip_name}),
             zipped(213, lambda g: H.bytes_route(b"", {"Content-Length": str(10**12)})),
             zipped(214, lambda g: H.bytes_route(b'{"status": 500}', status=500)),
             zipped(215),
@@ -134,8 +125,9 @@ def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
         by_id = {r["id"]: r for r in records}
         by_id[215]["files"][0]["links"]["self"] = other.file(215, "ok.zip",
                                                               H.bytes_route(unique(215)))
-        server.serve_records(records)
-        H.manifest(server.url, tmp_path, **{"processing.max_download_bytes": 10**9})
+        hostile_server.serve_records(records)
+        H.manifest(hostile_server.url, tmp_path, **{"processing.max_download_bytes": 10**9,
+                                                    "source.zenodo.timeout_seconds": 2})
         env = {"ZENODO_TOKEN": TOKEN}
         assert H.cli(tmp_path, "detect", env=env).code == 0
         started = time.monotonic()
@@ -178,23 +170,24 @@ def test_bad_answers_to_downloads_fail_only_their_record(server: H.Hostile,
         meta = json.loads((tmp_path / "work" / "records" / "209.json").read_text())
         assert any("caf\ufffd.py" in json.dumps(meta, ensure_ascii=False) for _ in [0])
         # The token went to Zenodo's own origin only.
-        assert any(h.get("Authorization") == f"Bearer {TOKEN}" for _, h in server.seen)
+        assert any(h.get("Authorization") == f"Bearer {TOKEN}" for _, h in hostile_server.seen)
         assert other.seen and not any("Authorization" in h for _, h in other.seen)
         assert H.files_outside(tmp_path, ALLOWED) == []
     finally:
         other.stop()
 
 
-def test_detect_reports_foreign_answers_in_one_line(server: H.Hostile, tmp_path: Path) -> None:
-    good = H.record(server, 301, {"ok.zip": H.zip_bytes({"a.py": b"1\n"})})
-    server.routes["/api/records/301"] = lambda h: H.send_raw(
+def test_detect_reports_foreign_answers_in_one_line(hostile_server: H.Hostile,
+                                                    tmp_path: Path) -> None:
+    good = H.record(hostile_server, 301, {"ok.zip": H.zip_bytes({"a.py": b"1\n"})})
+    hostile_server.routes["/api/records/301"] = lambda h: H.send_raw(
         h, 200, {"Content-Type": "application/json", "Content-Length": "9"}, b"<html>oops")
-    server.routes["/api/records/302"] = lambda h: H.send_json(
+    hostile_server.routes["/api/records/302"] = lambda h: H.send_json(
         h, {"status": 404, "message": "PID does not exist."})
-    server.routes["/api/records/303"] = lambda h: H.send_json(h, good)  # another record
-    server.routes["/api/records"] = lambda h: H.send_raw(
+    hostile_server.routes["/api/records/303"] = lambda h: H.send_json(h, good)  # another record
+    hostile_server.routes["/api/records"] = lambda h: H.send_raw(
         h, 200, {"Content-Length": "3"}, b"\xff\xfe\x00")
-    H.manifest(server.url, tmp_path)
+    H.manifest(hostile_server.url, tmp_path, **{"source.zenodo.timeout_seconds": 1})
     cases = {
         ("--record", "301"): r"\[detect\] record 301: Zenodo answered HTTP 200 with a body that "
                              r"is not JSON; expected a Zenodo record object",
@@ -211,7 +204,8 @@ def test_detect_reports_foreign_answers_in_one_line(server: H.Hostile, tmp_path:
         lines = [line for line in run.err.splitlines() if line.strip()]
         assert len(lines) == 1 and re.search(pattern, lines[0]), run.err
     body = json.dumps({"hits": {"hits": [], "total": 0}}).encode()
-    server.routes["/api/records"] = H.trickle_route(body, every=0.5)  # never times out a read
+    # A byte every half second never trips the read timeout; the answer's deadline ends it.
+    hostile_server.routes["/api/records"] = H.trickle_route(body, every=0.5)
     run = H.cli(tmp_path, "detect")
     assert_clean(run)
     assert run.code == 1 and run.seconds < 20
@@ -256,7 +250,7 @@ def _pid_owning(local_port: int) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
-def test_a_worker_killed_by_the_kernel_fails_only_its_record(server: H.Hostile,
+def test_a_worker_killed_by_the_kernel_fails_only_its_record(hostile_server: H.Hostile,
                                                             tmp_path: Path) -> None:
     """SIGKILL is what the out-of-memory killer sends: the record in that worker fails alone,
     the others finish, and the summary is printed (no BrokenProcessPool traceback)."""
@@ -264,12 +258,12 @@ def test_a_worker_killed_by_the_kernel_fails_only_its_record(server: H.Hostile,
 
     def doomed(h: Any) -> None:  # the download that "eats the memory": its worker is killed
         ports.put(h.client_address[1])
-        server._stop.wait(30)
+        hostile_server._stop.wait(30)
 
-    records = [H.record(server, 401, {"ok.zip": unique(401)}, routes={"ok.zip": doomed})]
-    records += [H.record(server, rid, {"ok.zip": unique(rid)}) for rid in range(402, 407)]
-    server.serve_records(records)
-    H.manifest(server.url, tmp_path)
+    records = [H.record(hostile_server, 401, {"ok.zip": unique(401)}, routes={"ok.zip": doomed})]
+    records += [H.record(hostile_server, rid, {"ok.zip": unique(rid)}) for rid in range(402, 407)]
+    hostile_server.serve_records(records)
+    H.manifest(hostile_server.url, tmp_path)
     assert H.cli(tmp_path, "detect").code == 0
     result: list[H.Run] = []
     runner = threading.Thread(target=lambda: result.append(
@@ -302,9 +296,9 @@ def test_a_worker_killed_by_the_kernel_fails_only_its_record(server: H.Hostile,
 
 
 def test_a_rerun_removes_a_killed_runs_temporaries_and_refuses_bad_plan_ids(
-        server: H.Hostile, tmp_path: Path) -> None:
-    server.serve_records([H.record(server, 501, {"ok.zip": unique(501)})])
-    H.manifest(server.url, tmp_path)
+        hostile_server: H.Hostile, tmp_path: Path) -> None:
+    hostile_server.serve_records([H.record(hostile_server, 501, {"ok.zip": unique(501)})])
+    H.manifest(hostile_server.url, tmp_path)
     assert H.cli(tmp_path, "detect").code == 0
     work = tmp_path / "work"
     plan = json.loads((work / "plan.json").read_text())

@@ -25,8 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests import hostile as H
 
 SEED = int(os.environ.get("MUTATION_SEED", "13"))
@@ -38,15 +36,6 @@ SOURCE = {
     "proj/README.md": "# caf\u00e9 \u2603\n".encode() * 10,
     "proj/tests/test_main.py": b"def test():\n    assert True\n",
 }
-
-
-@pytest.fixture
-def server() -> Iterator[H.Hostile]:
-    srv = H.Hostile().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def valid_tar() -> bytes:
@@ -163,7 +152,7 @@ def _paths(node: Any, prefix: tuple = ()) -> Iterator[tuple]:
         yield from _paths(value, (*prefix, key))
 
 
-def test_random_mutations_fail_records_alone_and_cleanly(server: H.Hostile,
+def test_random_mutations_fail_records_alone_and_cleanly(hostile_server: H.Hostile,
                                                          tmp_path: Path) -> None:
     rng = random.Random(SEED)
     records: list[Any] = []
@@ -173,16 +162,16 @@ def test_random_mutations_fail_records_alone_and_cleanly(server: H.Hostile,
         fmt = FORMATS[i % len(FORMATS)]
         data, kind = mutate_archive(fmt, rng)
         rid = 10_000 + i
-        records.append(H.record(server, rid, {f"proj-{i}.{fmt}": data}))
+        records.append(H.record(hostile_server, rid, {f"proj-{i}.{fmt}": data}))
         archive_kind[str(rid)] = f"{fmt} {kind}"
     for i in range(CASES):
         rid = 20_000 + i
         data = H.zip_bytes({**SOURCE, "proj/n.txt": str(i).encode()})
-        body, kind = mutate_record(H.record(server, rid, {f"proj-{i}.zip": data}), rng)
+        body, kind = mutate_record(H.record(hostile_server, rid, {f"proj-{i}.zip": data}), rng)
         records.append(body)
         json_kind[str(rid)] = kind
-    server.serve_records(records)
-    H.manifest(server.url, tmp_path, **{"source.max_records_per_run": 10_000})
+    hostile_server.serve_records(records)
+    H.manifest(hostile_server.url, tmp_path, **{"source.max_records_per_run": 10_000})
 
     detect = H.cli(tmp_path, "detect")
     assert detect.code in (0, 1), detect.text
