@@ -121,6 +121,8 @@ def test_bad_answers_to_downloads_fail_only_their_record(hostile_server: H.Hosti
                                                 {"Content-Encoding": "gzip"})),
             zipped(219, lambda g: H.bytes_route(g, {"Location": "file:///etc/passwd"},
                                                 status=301)),
+            zipped(220, lambda g: H.bytes_route(b"", {"Location": other.file(
+                220, "ok.zip", H.bytes_route(g))}, status=302)),  # to another host
         ]
         by_id = {r["id"]: r for r in records}
         by_id[215]["files"][0]["links"]["self"] = other.file(215, "ok.zip",
@@ -135,7 +137,7 @@ def test_bad_answers_to_downloads_fail_only_their_record(hostile_server: H.Hosti
         assert time.monotonic() - started < 60
         assert_clean(run)
         assert run.code == 1, run.text  # some records failed; the run itself went through
-        assert "process: shard 1/1: 19 planned" in run.out  # the summary is printed
+        assert "process: shard 1/1: 20 planned" in run.out  # the summary is printed
         assert H.cli(tmp_path, "status", env=env).code == 0  # folds the outcomes in
         failed = failures(tmp_path)
         expected = {
@@ -166,7 +168,7 @@ def test_bad_answers_to_downloads_fail_only_their_record(hostile_server: H.Hosti
             assert sum(f"record {rid}:" in line for line in run.out.splitlines()) == 1, run.out
         state = json.loads((tmp_path / "state" / "state.json").read_text())
         done = {rid for rid, r in state["records"].items() if r["status"] == "done"}
-        assert done == {"201", "202", "209", "211", "215"}
+        assert done == {"201", "202", "209", "211", "215", "220"}
         meta = json.loads((tmp_path / "work" / "records" / "209.json").read_text())
         assert any("caf\ufffd.py" in json.dumps(meta, ensure_ascii=False) for _ in [0])
         # The token went to Zenodo's own origin only.

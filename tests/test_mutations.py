@@ -185,6 +185,11 @@ def test_random_mutations_fail_records_alone_and_cleanly(hostile_server: H.Hosti
     assert run.max_rss_mb < 600 and detect.max_rss_mb < 600
     assert H.files_outside(tmp_path, ("work", "state", "data_manifest.yaml")) == []
 
+    version = H.cli(tmp_path, "version", timeout=300)  # the records' metadata goes into the card
+    assert version.code in (0, 1), version.text
+    assert "Traceback" not in version.text and "This is a bug" not in version.text, version.text
+    assert H.files_outside(tmp_path, ("work", "state", "data_manifest.yaml")) == []
+
     summary = [line for line in run.out.splitlines() if line.startswith("  failed ")]
     failed = {}
     for line in summary:
