@@ -17,6 +17,7 @@ one line, which is what the CLI prints and what the state file stores as a failu
     │                              error body, a record field of the wrong shape)
     ├── ChecksumError              downloaded bytes do not match Zenodo's md5 (or the size)
     ├── ArchiveError               corrupt or hostile archive (traversal, links, bombs, limits)
+    ├── LocalError                 this machine's disk or work folder failed, not the record
     ├── ConvertError               a file could not be turned into images
     ├── PublishError               a destination refused or garbled a version
     └── NotifyError                a notification channel failed
@@ -154,6 +155,14 @@ class ArchiveError(PipelineError):
             "the archive is corrupt or hostile; only this record failed and it is retried on "
             "later runs (list it in source.exclusions.records to stop)")
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class LocalError(PipelineError):
+    """A local disk or work-folder error (EIO, EACCES, ENOSPC...) while handling a record.
+
+    Why its own class: it is not the record's fault, so it does not count as one of the
+    record's attempts (``source.retry_limit``), and it is never called a corrupt archive.
+    """
 
 
 class ConvertError(PipelineError):

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
-from pipeline.errors import ArchiveError, PipelineError
+from pipeline.errors import ArchiveError, LocalError
 from pipeline.manifest import Processing
 
 Format = Literal["zip", "tar", "tar.gz", "tar.bz2", "tar.xz"]
@@ -311,11 +311,12 @@ def list_tree(path: str | Path, *, limits: ArchiveLimits,
             if m.kind != "duplicate"]
 
 
-def _local_error(exc: OSError, name: str, record: str | None) -> PipelineError:
+def _local_error(exc: OSError, name: str, record: str | None) -> LocalError:
     """An ``OSError`` of our own disk while reading an archive: not the archive's fault."""
-    return PipelineError(f"cannot read the downloaded archive {name}: {exc.strerror or exc}",
-                         stage=_STAGE, record=record, hint="a problem of this machine's disk "
-                         "or work folder, not of the record; fix it and run again")
+    return LocalError(f"cannot read the downloaded archive {name}: {exc.strerror or exc}",
+                      stage=_STAGE, record=record, hint="a problem of this machine's disk or "
+                      "work folder, not of the record (it does not count as an attempt); fix it "
+                      "and run again")
 
 
 def _format_or_fail(path: str | Path, record: str | None, name: str) -> Format:

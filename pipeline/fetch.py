@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.errors import ChecksumError, PipelineError, ServiceError
+from pipeline.errors import ChecksumError, LocalError, PipelineError, ServiceError
 from pipeline.fsutil import file_digest, file_digests, safe_join
 from pipeline.http import HttpClient, content_length, iter_body
 from pipeline.manifest import Processing
@@ -125,8 +125,20 @@ def fetch(http: HttpClient, source: Source, cache: Path, *, record: str, max_byt
     ``limits`` (default: ``max_bytes`` and ``retries`` with the default deadline) bound it.
     """
     limits = limits or DownloadLimits(max_bytes=max_bytes, retries=retries)
-    max_bytes, retries = limits.max_bytes, limits.retries
     target = cache_path(cache, source)
+    try:
+        return _fetch(http, source, target, record=record, limits=limits)
+    except OSError as exc:  # network errors are ServiceErrors by now: this is our disk
+        raise LocalError(f"cannot keep the download of {source.key} in {target.parent}: "
+                         f"{exc.strerror or exc}", stage="fetch", record=record,
+                         hint="a problem of this machine's disk or work folder, not of the "
+                         "record (it does not count as an attempt); fix it and run again"
+                         ) from exc
+
+
+def _fetch(http: HttpClient, source: Source, target: Path, *, record: str,
+           limits: DownloadLimits) -> Downloaded:
+    max_bytes, retries = limits.max_bytes, limits.retries
     if download_action(target) == "reuse":
         return Downloaded(source, target, file_digest(target), target.stat().st_size, True)
     if source.size and source.size > max_bytes:

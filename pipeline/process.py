@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detect import PlanEntry, load_plan
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import LocalError, PipelineError, UsageError
 from pipeline.http import HttpClient
 from pipeline.manifest import Manifest
 from pipeline.records import RECORD_ID, Record
@@ -295,6 +295,8 @@ def process_one(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str
         result = convert_record(manifest, record, entry.raw, folder)
         outcome = {**_base(entry, record), "status": "done", "attempts": 0, "reason": "",
                    **result}
+    except LocalError as exc:  # this machine's fault: not one of the record's attempts
+        outcome = {**_failed(entry, record, str(exc)), "attempts": entry.attempts}
     except PipelineError as exc:
         outcome = _failed(entry, record, str(exc))
     except Exception as exc:  # a bug must fail one record, loudly, not the run

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ArchiveError, PipelineError
+from pipeline.errors import ArchiveError, LocalError
 from pipeline.extract import (
     ArchiveLimits,
     Member,
@@ -367,7 +367,7 @@ def test_things_that_are_not_archives(no_writes: Path, content: bytes) -> None:
 
 
 def test_a_missing_file_is_a_local_error_not_a_corrupt_archive(no_writes: Path) -> None:
-    with pytest.raises(PipelineError, match="cannot read the downloaded archive") as info:
+    with pytest.raises(LocalError, match="cannot read the downloaded archive") as info:
         read_all(no_writes / "absent.zip")
     assert not isinstance(info.value, ArchiveError) and "not of the record" in str(info.value)
 

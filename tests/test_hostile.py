@@ -325,3 +325,26 @@ def test_a_rerun_removes_a_killed_runs_temporaries_and_refuses_bad_plan_ids(
         in line and "Run `detect` again" in line
     assert not (tmp_path / "outside").exists()
     assert H.files_outside(tmp_path, ALLOWED) == []
+
+
+def test_a_local_disk_error_is_not_the_records_fault(hostile_server: H.Hostile,
+                                                     tmp_path: Path) -> None:
+    """The download cannot be written (its .part name is taken by a folder): one line that says
+    it is this machine's problem, and the record's attempts are not counted."""
+    data = unique(601)
+    hostile_server.serve_records([H.record(hostile_server, 601, {"ok.zip": data}),
+                                  H.record(hostile_server, 602, {"ok.zip": unique(602)})])
+    H.manifest(hostile_server.url, tmp_path)
+    assert H.cli(tmp_path, "detect").code == 0
+    blocker = tmp_path / "work" / "downloads" / "md5" / (H.md5(data)[4:] + ".part")
+    blocker.mkdir(parents=True)
+    run = H.cli(tmp_path, "process")
+    assert_clean(run)
+    assert run.code == 1
+    outcome = json.loads((tmp_path / "work" / "outcomes" / "601.json").read_text())
+    assert outcome["status"] == "failed" and outcome["attempts"] == 0
+    assert re.match(r"\[fetch\] record 601: cannot keep the download of ok.zip in .*: Is a "
+                    r"directory\. a problem of this machine's disk or work folder, not of the "
+                    r"record", outcome["reason"])
+    assert json.loads((tmp_path / "work" / "outcomes" / "602.json").read_text())["status"] == \
+        "done"
