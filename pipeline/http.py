@@ -157,8 +157,12 @@ def unreachable_cause(exc: BaseException) -> str:
 
 
 def same_origin(url: str, base: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    """Scheme, host and port equal (an explicit default port equals none)."""
+    def origin(u: str) -> tuple[str, str | None, int | None]:
+        parts = urlsplit(u)
+        return (parts.scheme, parts.hostname,
+                parts.port or {"http": 80, "https": 443}.get(parts.scheme))
+    return origin(url) == origin(base)
 
 
 def content_length(response: requests.Response) -> int | None:

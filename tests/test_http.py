@@ -101,3 +101,14 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert retry_after_seconds("12") == 12.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480) == 10.0
     assert retry_after_seconds("soon") is None
+
+
+def test_the_token_goes_only_to_the_clients_own_origin() -> None:
+    from pipeline.http import same_origin
+
+    assert same_origin("https://zenodo.org/api/records/1/files/a.zip/content",
+                       "https://zenodo.org")
+    assert same_origin("https://zenodo.org:443/x", "https://zenodo.org/")
+    assert not same_origin("https://zenodo.org.evil.example/x", "https://zenodo.org")
+    assert not same_origin("http://zenodo.org/x", "https://zenodo.org")
+    assert not same_origin("https://127.0.0.1:8001/x", "https://127.0.0.1:8000")
