@@ -112,3 +112,16 @@ def test_the_token_goes_only_to_the_clients_own_origin() -> None:
     assert not same_origin("https://zenodo.org.evil.example/x", "https://zenodo.org")
     assert not same_origin("http://zenodo.org/x", "https://zenodo.org")
     assert not same_origin("https://127.0.0.1:8001/x", "https://127.0.0.1:8000")
+
+
+def test_a_json_answer_is_bounded_in_size_and_must_be_an_object(server) -> None:
+    from pipeline.errors import ForeignDataError
+
+    scripted(server, "/big", [json_response(200, {"pad": "x" * 5000})])
+    scripted(server, "/list", [json_response(200, [1, 2, 3])])
+    http = client(server, [])
+    with pytest.raises(ForeignDataError, match="larger than expected"):
+        http.request_json("GET", "/big", stage="detect", max_bytes=1000)
+    with pytest.raises(ForeignDataError, match="JSON of the wrong kind") as info:
+        http.request_json("GET", "/list", stage="detect", record="7")
+    assert str(info.value).startswith("[detect] record 7:") and "a JSON list" in str(info.value)
