@@ -31,10 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import ServiceError
+from pipeline.errors import ServiceError, UsageError
 from pipeline.fsutil import atomic_write_json
 from pipeline.manifest import Manifest
-from pipeline.records import Record
+from pipeline.records import RECORD_ID, Record
 from pipeline.state import State
 from pipeline.zenodo import RESULT_WINDOW, ZenodoClient, format_ts, parse_ts, updated_range
 
@@ -178,10 +178,11 @@ def harvest(client: ZenodoClient, manifest: Manifest, since: datetime, until: da
         while page * size <= RESULT_WINDOW:
             result = client.search(q, page=page, **search)
             yield from zip(result.records, result.raw_hits, strict=True)
-            if not result.records or (page * size >= result.total
-                                      and result.total < RESULT_WINDOW):
+            if (not result.records and not result.refused) or (
+                    page * size >= result.total and result.total < RESULT_WINDOW):
                 return  # the window is read (it may shrink while paging: an empty page)
-            last = result.records[-1].updated
+            if result.records:   # a page of refused hits only (each logged) moves nothing
+                last = result.records[-1].updated
             page += 1
         if last is None:
             return
@@ -249,6 +250,9 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
 
     truncated_at: str | None = None
     if record_ids:
+        bad = [rid for rid in record_ids if not RECORD_ID.match(rid)]
+        if bad:
+            raise UsageError(f"--record takes Zenodo record ids (digits); got {bad[0]!r}")
         for rid in record_ids:
             record, raw = client.record(rid)
             consider(record, raw, forced=True)

@@ -82,6 +82,8 @@ SCHEMA: dict[str, Any] = _obj({
         "max_uncompressed_bytes": _d(_POSINT, 8 * 1024**3),
         "max_compression_ratio": _d({"type": "number", "exclusiveMinimum": 1}, 200),
         "download_retries": _d({"type": "integer", "minimum": 0, "maximum": 20}, 3),
+        "download_grace_seconds": _d({"type": "number", "minimum": 1}, 60),
+        "download_min_bytes_per_second": _d(_POSINT, 65536),
         "compression_level": _d({"type": "integer", "minimum": 0, "maximum": 9}, 4),
     }), {}),
     "dataset": _obj({
@@ -201,6 +203,8 @@ class Processing:
     max_uncompressed_bytes: int
     max_compression_ratio: float
     download_retries: int
+    download_grace_seconds: float
+    download_min_bytes_per_second: int
     compression_level: int
 
 

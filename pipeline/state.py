@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import StateError
-from pipeline.fsutil import atomic_write_json, atomic_write_text
+from pipeline.fsutil import atomic_write_json, atomic_write_text, safe_join
 from pipeline.records import id_key
 
 SCHEMA = 2
@@ -360,7 +360,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def outcome_path(workdir: Path, record_id: str) -> Path:
-    return Path(workdir) / "outcomes" / f"{record_id}.json"
+    return safe_join(Path(workdir) / "outcomes", f"{record_id}.json")
 
 
 def write_outcome(workdir: Path, outcome: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ from pipeline import __version__
 from pipeline.convert import MODE_2018, SPACE, ConvertedFile, Skipped, iter_archive
 from pipeline.errors import ConvertError, PipelineError
 from pipeline.extract import detect_format
-from pipeline.fsutil import atomic_path, dumps_json, file_digest
+from pipeline.fsutil import atomic_path, dumps_json, file_digest, safe_join
 from pipeline.manifest import Processing
 
 FORMAT = "code-images-record"
@@ -109,11 +109,11 @@ class RecordOutput:
 
 
 def hdf5_path(folder: str | os.PathLike[str], record_id: str) -> Path:
-    return Path(folder) / f"{record_id}.h5"
+    return safe_join(folder, f"{record_id}.h5")
 
 
 def metadata_path(folder: str | os.PathLike[str], record_id: str) -> Path:
-    return Path(folder) / f"{record_id}.json"
+    return safe_join(folder, f"{record_id}.json")
 
 
 _ZLIB_HEADER = b"\x78\x9c"
