@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import zlib
@@ -110,11 +111,16 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
     for entry in entries:
         (report.already if already_done(entry, state, workdir) else todo).append(entry)
     args = [(entry, manifest.path, str(workdir)) for entry in todo]
-    if jobs == 1 or len(todo) <= 1:
-        for a in args:
-            _collect(report, process_one(*a))
-    else:
-        _run_pool(args, jobs, report)
+    progress = _progress(len(args))
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            for a in args:
+                _collect(report, process_one(*a), progress)
+        else:
+            _run_pool(args, jobs, report, progress)
+    finally:
+        if progress is not None:
+            progress.close()
     report.seconds = time.monotonic() - started
     return report
 
@@ -136,9 +142,9 @@ def remove_stale_temporaries(folder: Path, *, older_than: float = 3600.0) -> int
     return removed
 
 
-def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
-    progress = _progress(len(args))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+def _run_pool(args: list[tuple], jobs: int, report: ProcessReport, progress: Any) -> None:
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_signals)
+    try:
         queue = list(args)
         running: set[Future] = set()
         while queue or running:
@@ -146,30 +152,50 @@ def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
                 running.add(pool.submit(process_one, *queue.pop(0)))
             finished, running = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                _collect(report, future.result())
-                if progress:
-                    progress.update(1)
-    if progress:
-        progress.close()
+                _collect(report, future.result(), progress)
+    except BaseException:
+        # Ctrl-C / SIGTERM (or a broken pool): stop the workers now instead of waiting for the
+        # records in progress; what they had finished is already in its outcome file, and
+        # their temporary files are removed by a later run (remove_stale_temporaries).
+        for worker in list((pool._processes or {}).values()):
+            worker.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent (which stops them and reports it once, SPEC §15):
+    the terminal sends SIGINT to the whole process group, and N tracebacks would follow.
+    SIGTERM gets its default action back (the parent's handler is inherited by fork)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _progress(total: int) -> Any:
-    if not sys.stderr.isatty():
+    """A progress bar on a terminal, unless logging is quieter than INFO (``-q``)."""
+    if not total or not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="record", desc="process")
+    return tqdm(total=total, unit="record", desc="process", file=sys.stderr)
 
 
-def _collect(report: ProcessReport, outcome: dict[str, Any]) -> None:
+def _collect(report: ProcessReport, outcome: dict[str, Any], progress: Any = None) -> None:
+    """Count one record's outcome; show progress as a bar on a terminal, else as a log line
+    (the reasons of failures are printed once, in the summary)."""
     if outcome["status"] == "done":
         report.done.append(outcome["id"])
         report.images += int(outcome.get("images", 0))
-        log.info("record %s: %d images from %d files", outcome["id"], outcome.get("images", 0),
-                 outcome.get("files", 0))
+        what = f"done, {outcome.get('images', 0)} images from {outcome.get('files', 0)} files"
     else:
         report.failed[outcome["id"]] = outcome["reason"]
-        log.warning("record %s failed: %s", outcome["id"], outcome["reason"])
+        what = "failed (the reason is in the summary)"
+    if progress is not None:
+        progress.update(1)
+    else:
+        log.info("record %s %s (%d/%d)", outcome["id"], what,
+                 len(report.done) + len(report.failed), report.planned - len(report.already))
 
 
 def _now() -> str:

@@ -297,6 +297,7 @@ def notify(manifest: Manifest, state: State, *, sleep: Sleep = time.sleep,
             state.save()
             result = ChannelResult(version, channel_id, status, attempts, error)
             report.results.append(result)
-            (log.warning if error else log.info)(
-                "notify: %s %s: %s%s", version, channel_id, status, f" ({error})" if error else "")
+            # debug only: the CLI prints each result once, from the report
+            log.debug("notify: %s %s: %s%s", version, channel_id, status,
+                      f" ({error})" if error else "")
     return report

@@ -338,8 +338,8 @@ class KagglePublisher:
         # between the two would otherwise leave neither, and the rerun would push again.
         journal.state.destinations.setdefault(journal.destination, {}).update(updated)
         journal.finish()
-        log.info("kaggle: %s published as Kaggle version %d of %s", built.version, number,
-                 self.dest.dataset)
+        log.debug("kaggle: %s published as Kaggle version %d of %s", built.version, number,
+                  self.dest.dataset)
         return updated
 
     def run_dir(self, built: BuiltVersion) -> Path:
