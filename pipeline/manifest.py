@@ -121,6 +121,7 @@ SCHEMA: dict[str, Any] = _obj({
             "url_env": _ENV,
             "secret_env": _ENV,
             "format": _d({"enum": ["cloudevents"]}, "cloudevents"),
+            "signature": _d({"enum": ["standard-webhooks", "github"]}, "standard-webhooks"),
         }, ("url_env", "secret_env"))}, []),
         "slack": _d({"type": ["object", "null"], "properties": {"url_env": _ENV},
                      "required": ["url_env"], "additionalProperties": False}, None),
@@ -255,6 +256,7 @@ class Webhook:
     url_env: str
     secret_env: str
     format: str
+    signature: str = "standard-webhooks"
 
 
 @dataclass(frozen=True)

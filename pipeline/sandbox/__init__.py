@@ -33,7 +33,8 @@ ZENODO_TOKEN = "sandbox-zenodo-token"
 KAGGLE_USERNAME = "sandbox"
 KAGGLE_KEY = "sandbox-kaggle-key"
 GITHUB_TOKEN = "sandbox-github-token"
-WEBHOOK_SECRET = "sandbox-webhook-secret"
+# A Standard Webhooks secret: "whsec_" + base64 of the key bytes.
+WEBHOOK_SECRET = "whsec_ZW1iZWRkZWQtc2FuZGJveC13ZWJob29rLWtleSEh"
 
 # (attribute, module, class): the services in the order their routes are registered.
 PARTS = (
