@@ -686,8 +686,9 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, --version, or bad usage (already said in one line)
         return exc.code if isinstance(exc.code, int) else 2
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     _STAGE[0] = args.command
     previous = None
     if _is_main_thread():
@@ -715,6 +716,19 @@ def _main(argv: list[str]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+class _LogFormat(logging.Formatter):
+    """Progress lines as they are (``process: record 123 done ...``); warnings and errors with
+    their level; debug lines (``-v``) with the module that wrote them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno == logging.INFO:
+            return message
+        if record.levelno < logging.INFO:
+            return f"debug {record.name}: {message}"
+        return f"{record.levelname.lower()}: {message}"
 
 
 def _is_main_thread() -> bool:

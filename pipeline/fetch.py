@@ -16,10 +16,12 @@ published checksum, so their cache key is the repository and ref, and the sha256
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import requests
 
@@ -155,9 +157,11 @@ def _stream(http: HttpClient, source: Source, part: Path, *, record: str, max_by
                 got=f"{have + int(length)} bytes",
                 hint="raise the limit in the manifest to process it")
         written = have
-        with open(part, "ab" if have else "wb") as out:
+        bar = download_bar(source.key, have + int(length) if length else 0, have)
+        with open(part, "ab" if have else "wb") as out, bar:
             for block in response.iter_content(BLOCK):
                 written += len(block)
+                bar.update(len(block))
                 if written > max_bytes:
                     out.close()
                     part.unlink()
@@ -167,6 +171,20 @@ def _stream(http: HttpClient, source: Source, part: Path, *, record: str, max_by
                         expected=f"<= {max_bytes} bytes", got=f"> {max_bytes} bytes",
                         hint="raise the limit in the manifest to process it")
                 out.write(block)
+
+
+LONG_DOWNLOAD = 50 * 1024 * 1024  # bytes: below this a download is over before a bar helps
+
+
+def download_bar(key: str, total: int, have: int) -> Any:
+    """A byte progress bar for a long download on a terminal (SPEC §3); a no-op otherwise, or
+    with ``-q`` (logging above INFO)."""
+    from tqdm import tqdm
+
+    show = (total >= LONG_DOWNLOAD and sys.stderr.isatty()
+            and logging.getLogger("pipeline").isEnabledFor(logging.INFO))
+    return tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=key[-40:], leave=False, disable=not show, file=sys.stderr)
 
 
 def _digests(path: Path) -> tuple[str, str]:

@@ -194,7 +194,7 @@ def _collect(report: ProcessReport, outcome: dict[str, Any], progress: Any = Non
     if progress is not None:
         progress.update(1)
     else:
-        log.info("record %s %s (%d/%d)", outcome["id"], what,
+        log.info("process: record %s %s (%d/%d)", outcome["id"], what,
                  len(report.done) + len(report.failed), report.planned - len(report.already))
 
 
