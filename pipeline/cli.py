@@ -419,7 +419,8 @@ def cmd_sandbox(args: argparse.Namespace) -> Result:
         Path(args.write_env).write_text(exports + "\n", encoding="utf-8")
         out.append(f"credentials: {args.write_env} (`. {args.write_env}` sets them)")
     out += ["credentials the sandbox accepts (paste into your shell):", exports,
-            f"add records:   curl -X POST '{url}/sandbox/records?count=4'",
+            f"add records:   curl -X POST '{url}/sandbox/records?count=4'  (publishes 4 new "
+            "records now)",
             f"deliveries:    curl '{url}/hooks'"]
     if args.json:
         print(json.dumps({"url": url, "manifest": manifest_text,
@@ -625,7 +626,6 @@ KEPT = {
                "finishes the same version",
     "notify": "channels already sent are recorded and not sent again",
     "run": "what the finished stages did is kept",
-    "sandbox": "the sandbox is stopped",
     "demo": "the demo's temporary folder is left as it is",
 }
 
@@ -644,6 +644,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def _interrupted_line(argv: Sequence[str], signame: str) -> str:
     stage = _STAGE[0] or "pipeline"
+    if stage == "sandbox":  # how a sandbox is meant to end: nothing to resume
+        return f"{PROG} sandbox: stopped by {signame}"
     again = shlex.join([PROG, *argv])
     return (f"{PROG} {stage}: interrupted by {signame}; "
             f"{KEPT.get(stage, 'progress so far is kept')}. To resume, run: {again}")

@@ -105,8 +105,10 @@ def sandbox_environ(url: str) -> dict[str, str]:
 
 
 def export_lines(url: str) -> str:
-    """:func:`sandbox_environ` as shell ``export`` lines (what ``pipeline sandbox`` prints)."""
-    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sandbox_environ(url).items())
+    """:func:`sandbox_environ` as shell ``export`` lines (what ``pipeline sandbox`` prints),
+    plus ``SANDBOX_URL`` for the controls (``curl -X POST "$SANDBOX_URL/sandbox/records"``)."""
+    values = {**sandbox_environ(url), "SANDBOX_URL": url}
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
 
 
 @contextlib.contextmanager
