@@ -377,12 +377,27 @@ def _fill_placeholders(parser: argparse.ArgumentParser, words: list[str]) -> lis
             action = options.get(words[i - 1]) if i else None
             if action is not None and action.choices:
                 word = str(next(iter(action.choices)))
-            elif action is not None and action.type is int:
-                word = "1"
             else:
-                word = word.replace(PLACEHOLDER, "x")
+                word = _valid_fill(word, action)
         out.append(word)
     return out
+
+
+FILLERS = ("1", "2026-01-01T00:00:00Z", "x")
+
+
+def _valid_fill(word: str, action: argparse.Action | None) -> str:
+    """``word`` with its placeholders replaced by the first filler the option's type accepts
+    (a number, a time, a name): ``--shard ${{ a }}/${{ b }}`` becomes ``1/1``."""
+    convert = action.type if action is not None and callable(action.type) else str
+    for filler in FILLERS:
+        candidate = word.replace(PLACEHOLDER, filler)
+        try:
+            convert(candidate)
+        except (argparse.ArgumentTypeError, TypeError, ValueError):
+            continue
+        return candidate
+    return word.replace(PLACEHOLDER, "x")
 
 
 def cmd_sandbox(args: argparse.Namespace) -> Result:
@@ -460,9 +475,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def iso_time(text: str) -> str:
-    """An ``--since``/``--until`` value: an ISO 8601 date or time (UTC when no zone given)."""
+    """An ``--since``/``--until`` value: an ISO 8601 date or time (UTC when no zone given).
+    Empty means "not given" (the workflow passes its optional input through as it is)."""
     from pipeline.zenodo import parse_ts
 
+    if not text.strip():
+        return ""
     try:
         parse_ts(text)
     except ValueError:
