@@ -374,11 +374,11 @@ def _fill_placeholders(parser: argparse.ArgumentParser, words: list[str]) -> lis
     out = []
     for i, word in enumerate(words):
         if PLACEHOLDER in word:
-            action = options.get(words[i - 1]) if i else None
-            if action is not None and action.choices:
-                word = str(next(iter(action.choices)))
+            option = options.get(words[i - 1]) if i else None
+            if option is not None and option.choices:
+                word = str(next(iter(option.choices)))
             else:
-                word = _valid_fill(word, action)
+                word = _valid_fill(word, option)
         out.append(word)
     return out
 

@@ -162,8 +162,9 @@ def harvest(client: ZenodoClient, manifest: Manifest, since: datetime, until: da
         q = updated_range(start, end)
         if query.extra.strip():
             q = f"{q} AND ({query.extra.strip()})"
-        search = dict(resource_type=query.resource_type, communities=query.communities,
-                      all_versions=manifest.source.versions == "all")
+        search: dict[str, Any] = dict(resource_type=query.resource_type,
+                                      communities=query.communities,
+                                      all_versions=manifest.source.versions == "all")
         first = client.search(q, page=1, **search)
         if first.total >= RESULT_WINDOW:
             if end - start <= timedelta(milliseconds=1):

@@ -107,9 +107,12 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
     remove_stale_temporaries(workdir / "records")
     entries = [e for e in load_plan(plan_path) if in_shard(e.id, shard)]
     report = ProcessReport(planned=len(entries), shard=shard)
-    todo = []
+    todo: list[PlanEntry] = []
     for entry in entries:
-        (report.already if already_done(entry, state, workdir) else todo).append(entry)
+        if already_done(entry, state, workdir):
+            report.already.append(entry.id)
+        else:
+            todo.append(entry)
     args = [(entry, manifest.path, str(workdir)) for entry in todo]
     progress = _progress(len(args))
     try:

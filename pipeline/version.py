@@ -236,8 +236,8 @@ def _count(value: Any) -> int:
 
 def _record_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
     """DOI, title, version and concept from a record's metadata JSON (``record`` or top level)."""
-    rec = meta.get("record") if isinstance(meta.get("record"), dict) else meta
-    inner = rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}
+    rec: Mapping[str, Any] = meta["record"] if isinstance(meta.get("record"), dict) else meta
+    inner: Mapping[str, Any] = rec["metadata"] if isinstance(rec.get("metadata"), dict) else {}
     version = rec.get("version") if isinstance(rec.get("version"), str) else inner.get("version")
     return {"doi": rec.get("doi") or inner.get("doi"), "title": rec.get("title") or
             inner.get("title") or "", "record_version": version,
@@ -381,8 +381,8 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     for rid, entry in kept.items():
         live_by_part.setdefault(entry["part"], {})[rid] = int(entry.get("bytes") or 0)
     dirty = {prev_index[rid]["part"] for rid in (*changes.updated, *changes.removed)}
-    prev_parts = {n: int(prev["sizes"][n]) for n in (prev["files"] if prev else {})
-                  if _PART_NAME.match(n)}
+    prev_parts = ({n: int(prev["sizes"][n]) for n in prev["files"] if _PART_NAME.match(n)}
+                  if prev else {})
     numbers = [int(m.group(1)) for v in state.versions for n in v.get("files", {})
                if (m := _PART_NAME.match(n))]
     limit = min(manifest.dataset.max_parts, ZENODO_MAX_FILES - len(FIXED_FILES))

@@ -159,7 +159,7 @@ def kaggle_metadata(raw: Mapping[str, Any], dataset: str, uploads: Collection[st
     resources = []
     for res in raw.get("resources") or []:
         path = res.get("path") if isinstance(res, dict) else None
-        if path in uploads and path not in seen:
+        if isinstance(path, str) and path in uploads and path not in seen:
             seen.add(path)
             resources.append(res)
     if resources:
@@ -203,7 +203,7 @@ def human_size(n: int) -> str:
 def _body_code(exc: requests.HTTPError) -> int | None:
     """The ``code`` of Kaggle's JSON error body, which may differ from the HTTP status (§2)."""
     try:
-        code = exc.response.json().get("code")  # type: ignore[union-attr]
+        code = exc.response.json().get("code")
     except (AttributeError, ValueError):
         return None
     return code if isinstance(code, int) else None

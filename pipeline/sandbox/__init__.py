@@ -25,9 +25,16 @@ from __future__ import annotations
 
 import importlib
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.sandbox.server import Request, Response, SandboxServer, json_response
+
+if TYPE_CHECKING:  # the services, set by Sandbox.__init__ from PARTS
+    from pipeline.sandbox.deposit import DepositService
+    from pipeline.sandbox.github import GitHubService
+    from pipeline.sandbox.hooks import HooksService
+    from pipeline.sandbox.kaggle import KaggleService
+    from pipeline.sandbox.zenodo import ZenodoService
 
 ZENODO_TOKEN = "sandbox-zenodo-token"
 KAGGLE_USERNAME = "sandbox"
@@ -54,6 +61,12 @@ class Sandbox:
     ``search_per_minute`` (Zenodo's search rate limit, 30 like zenodo.org).
     """
 
+    zenodo: ZenodoService
+    github: GitHubService
+    deposit: DepositService
+    kaggle: KaggleService
+    hooks: HooksService
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
         self.server = SandboxServer(host, port)
         self.options = options
@@ -73,7 +86,7 @@ class Sandbox:
         if not text.isdigit() or not 1 <= int(text) <= self.MAX_ADD:
             return json_response(400, {"status": 400, "message": f"count must be a whole "
                                        f"number from 1 to {self.MAX_ADD}, got {text!r}"})
-        added = self.zenodo.add_records(int(text))  # type: ignore[attr-defined]
+        added = self.zenodo.add_records(int(text))
         return json_response(201, {"added": [r["id"] for r in added]})
 
     @property
