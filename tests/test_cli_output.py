@@ -154,3 +154,32 @@ def test_a_closed_pipe_is_one_line(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert lines == ["pipeline: output closed early (broken pipe); the command's work is "
                      "unaffected", "141"], done.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_process_shows_a_progress_bar_on_a_terminal_at_any_jobs(
+        sandbox: sb.Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str) -> None:
+    """On a terminal (``script`` gives the command one) a bar, not one log line per record;
+    with ``-q`` neither."""
+    monkeypatch.setenv("ZENODO_TOKEN", sb.ZENODO_TOKEN)
+    m = str(sandbox_manifest(sandbox.url, tmp_path))
+    assert main(["--manifest", m, "detect", "--max-records", "4"]) == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def on_a_terminal(*args: str) -> str:
+        # a pty has no size until told: tqdm draws nothing on a 0-column terminal
+        command = "stty cols 100 rows 40; " + " ".join(
+            [sys.executable, "-m", "pipeline", "--manifest", m, *args])
+        done = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout
+        return done.stdout
+
+    quiet = on_a_terminal("process", "--jobs", jobs, "-q")
+    assert "process:   0%" not in quiet and "4/4" not in quiet and "record " not in quiet
+    (tmp_path / "work" / "outcomes").rename(tmp_path / "quiet-outcomes")
+    for h5 in (tmp_path / "work" / "records").glob("*"):
+        h5.unlink()
+    shown = on_a_terminal("process", "--jobs", jobs)
+    assert "process: 100%|" in shown and "4/4" in shown and "record/s" in shown
+    assert "process: record" not in shown  # the bar replaces the per-record lines
