@@ -403,8 +403,7 @@ def _valid_fill(word: str, action: argparse.Action | None) -> str:
 def cmd_sandbox(args: argparse.Namespace) -> Result:
     """Serve the sandbox and tell the operator how to aim the pipeline at it (README "Driving
     the sandbox by hand"): a manifest, the ``export`` lines of its credentials, and the endpoint
-    that adds records to it."""
-    from pipeline import demo
+    that adds records to it. Ends only by a signal (exit 130 / 143, one line)."""
     from pipeline.sandbox import Sandbox
 
     try:
@@ -416,7 +415,23 @@ def cmd_sandbox(args: argparse.Namespace) -> Result:
                                 "--port (--port 0 picks a free one)") from None
         raise PipelineError(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror}",
                             stage="sandbox", hint="choose another --port") from None
-    url = sandbox.url
+    try:
+        _announce_sandbox(args, sandbox.url)
+    except BaseException:
+        sandbox.server._httpd.server_close()
+        raise
+    sandbox.server.start()
+    try:
+        while True:  # until Ctrl-C or SIGTERM, which main reports
+            signal.pause()
+    finally:
+        sandbox.stop()
+
+
+def _announce_sandbox(args: argparse.Namespace, url: str) -> None:
+    """Print (and write, when asked) the manifest and credentials for the sandbox at ``url``."""
+    from pipeline import demo
+
     manifest_text = demo.sandbox_manifest_text(url)
     exports = demo.export_lines(url)
     out = [f"sandbox: serving on {url} (Zenodo API, GitHub archives, Kaggle, webhooks); "
@@ -444,13 +459,6 @@ def cmd_sandbox(args: argparse.Namespace) -> Result:
         _print_lines(out)
     else:
         print(out[0], flush=True)
-    sys.stdout.flush()
-    sandbox.server.start()
-    try:
-        signal.pause() if hasattr(signal, "pause") else sandbox.server._thread.join()  # type: ignore[union-attr]
-    finally:
-        sandbox.stop()
-    return Result(0)
 
 
 def cmd_demo(args: argparse.Namespace) -> Result:
