@@ -433,5 +433,8 @@ def convert_archive(archive: str | Path, *, processing: Processing, prefix: str 
     """
     result = ConvertedArchive(processing)
     for item in iter_archive(archive, processing=processing, prefix=prefix, record=record):
-        (result.skipped if isinstance(item, Skipped) else result.files).append(item)
+        if isinstance(item, Skipped):
+            result.skipped.append(item)
+        else:
+            result.files.append(item)
     return result

@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import h5py
 import numpy as np
@@ -48,7 +48,7 @@ from pipeline.convert import SPACE, split_rows_2018
 from pipeline.dataset import CATALOG, index_name, version_key
 from pipeline.store import FORMAT, LAYOUT_ROWS_2018
 
-Source = str | os.PathLike[str] | h5py.Group
+Source: TypeAlias = "str | os.PathLike[str] | h5py.Group"
 Images = np.ndarray | list[np.ndarray]
 _READ_IMAGES = 4096  # images per HDF5 read when consecutive files are selected
 _CACHE_BYTES = 64 * 1024**2
@@ -249,7 +249,7 @@ def _combine(parts: list[Images]) -> Images:
         return [image for p in parts for image in p]
     if not parts:
         return np.empty((0, 0, 0), np.uint8)
-    return np.concatenate(parts)  # type: ignore[arg-type]
+    return np.concatenate(parts)
 
 
 def load_all(source: Source, *, min_nonblank_rows: int = 0) -> Images:

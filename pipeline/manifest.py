@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import jsonschema
 import yaml
@@ -125,6 +126,7 @@ SCHEMA: dict[str, Any] = _obj({
             "url_env": _ENV,
             "secret_env": _ENV,
             "format": _d({"enum": ["cloudevents"]}, "cloudevents"),
+            "signature": _d({"enum": ["standard-webhooks", "github"]}, "standard-webhooks"),
         }, ("url_env", "secret_env"))}, []),
         "slack": _d({"type": ["object", "null"], "properties": {"url_env": _ENV},
                      "required": ["url_env"], "additionalProperties": False}, None),
@@ -263,6 +265,7 @@ class Webhook:
     url_env: str
     secret_env: str
     format: str
+    signature: str = "standard-webhooks"
 
 
 @dataclass(frozen=True)
@@ -346,8 +349,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
     path = tuple(str(p) for p in error.absolute_path)
     v = error.validator
     if v == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
+        allowed = sorted(cast(Mapping[str, Any], error.schema).get("properties", {}))
+        extra = sorted(set(cast(Iterable[Any], error.instance)) - set(allowed))
         return (*path, extra[0]) if len(extra) == 1 else path, (
             f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(extra)}; "
             f"expected one of: {', '.join(allowed)}")
@@ -358,7 +361,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
         return path, f"expected {error.validator_value}, got {type(error.instance).__name__} " \
                      f"{error.instance!r}"
     if v == "enum":
-        return path, f"expected one of {', '.join(map(str, error.validator_value))}, " \
+        choices = cast(Iterable[Any], error.validator_value)
+        return path, f"expected one of {', '.join(map(str, choices))}, " \
                      f"got {error.instance!r}"
     if v == "pattern":
         return path, f"expected a value matching {error.validator_value}, got {error.instance!r}"

@@ -147,7 +147,9 @@ class ChunkEncoder:
 
     def _segment(self, plane: np.ndarray | bytes) -> bytes:
         compressor = zlib.compressobj(self.level, zlib.DEFLATED, -15)
-        return compressor.compress(plane) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        # an ndarray is a buffer (no copy); numpy's stubs do not declare __buffer__ for 3.11
+        return compressor.compress(plane) + compressor.flush(  # type: ignore[arg-type]
+            zlib.Z_SYNC_FLUSH)
 
     def _zero_plane(self, size: int) -> tuple[bytes, bytes]:
         if size not in self._zero_planes:
@@ -165,12 +167,13 @@ class ChunkEncoder:
         body, adler = [_ZLIB_HEADER], 1
         for j in range(dtype.itemsize):
             plane = np.ascontiguousarray(planes[:, j]) if j < width else None
+            data: np.ndarray | bytes
             if plane is None or not plane.any():
                 segment, data = self._zero_plane(values.size)
             else:
                 segment, data = self._segment(plane), plane
             body.append(segment)
-            adler = zlib.adler32(data, adler)
+            adler = zlib.adler32(data, adler)  # type: ignore[arg-type]  # (see _segment)
         body += [_FINAL_BLOCK, adler.to_bytes(4, "big")]
         return b"".join(body)
 

@@ -184,8 +184,8 @@ def _count(value: Any) -> int:
 
 def _record_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
     """DOI, title, version and concept from a record's metadata JSON (``record`` or top level)."""
-    rec = meta.get("record") if isinstance(meta.get("record"), dict) else meta
-    inner = rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}
+    rec: Mapping[str, Any] = meta["record"] if isinstance(meta.get("record"), dict) else meta
+    inner: Mapping[str, Any] = rec["metadata"] if isinstance(rec.get("metadata"), dict) else {}
     version = rec.get("version") if isinstance(rec.get("version"), str) else inner.get("version")
     return {"doi": rec.get("doi") or inner.get("doi"), "title": rec.get("title") or
             inner.get("title") or "", "record_version": version,
