@@ -43,6 +43,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+import numpy as np
+
 Policy = Literal["secrets", "secrets+emails", "none"]
 POLICIES: tuple[Policy, ...] = ("secrets", "secrets+emails", "none")
 MASK = "*"
@@ -121,14 +123,16 @@ def redact(path: str, data: bytes, policy: Policy) -> tuple[bytes, tuple[Redacti
         return data, ()
     scanner = _scanner()
     emails = policy == "secrets+emails" and b"@" in data
-    candidates = scanner.candidate_lines(data)
+    keyword_groups, code = scanner.file_rules(path)
+    candidates = [] if scanner.skipped(path) else scanner.candidate_lines(data,
+                                                                           data_file=not code)
     if not candidates and not emails:
         return data, ()
     text = data.decode("utf-8", "surrogateescape")
     doc = _Document(text)
     found: list[_Finding] = []
     if candidates:
-        found += scanner.scan(path, doc, candidates)
+        found += scanner.scan(doc, candidates, keyword_groups, code)
     if emails:
         found += _emails(text)
     if not found:
@@ -138,11 +142,12 @@ def redact(path: str, data: bytes, policy: Policy) -> tuple[bytes, tuple[Redacti
         f.positions = [i for i in f.positions if _maskable(text[i])]
         if f.positions:
             findings.append(f)
-    masked = list(text)
-    for f in findings:
-        for i in f.positions:
-            masked[i] = MASK
-    out = "".join(masked).encode("utf-8", "surrogateescape")
+    pieces, at = [], 0
+    for i in sorted(i for f in findings for i in f.positions):
+        pieces += [text[at:i], MASK]
+        at = i + 1
+    pieces.append(text[at:])
+    out = "".join(pieces).encode("utf-8", "surrogateescape")
     return out, tuple(doc.redaction(f) for f in findings)
 
 
@@ -159,11 +164,8 @@ class _Document:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.starts = [0]
-        find, i = text.find, text.find("\n")
-        while i >= 0:
-            self.starts.append(i + 1)
-            i = find("\n", i + 1)
+        lengths = np.fromiter(map(len, text.split("\n")), np.int64)
+        self.starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1])).tolist()
 
     def line(self, k: int) -> tuple[int, int]:
         """``(start, end)`` offsets of line ``k`` (0-based), without its ``\\n``."""
@@ -203,10 +205,14 @@ class _View:
 def _line_view(doc: _Document, k: int) -> tuple[_View, int]:
     """Line ``k`` joined with the lines a string continues on; and the last line used."""
     text = doc.text
-    start, end = doc.line(k)
+    first = k
+    while first > 0 and k - first < _MAX_JOIN and _CONTINUES.match(text[slice(*doc.line(first))]) \
+            and _CONTINUED.search(text[slice(*doc.line(first - 1))].rstrip("\r")):
+        first -= 1   # the token may start on an earlier line that triggered nothing
+    start, end = doc.line(first)
     origin = list(range(start, end))
     parts = [text[start:end]]
-    last = k
+    last = first
     while last - k < _MAX_JOIN and last + 1 < len(doc.starts):
         tail = parts[-1].rstrip("\r")
         cont = _CONTINUED.search(tail)
@@ -305,17 +311,20 @@ class _Scanner:
         self._config_groups = CONFIG_DENYLIST_REGEX_TO_GROUP
         self._filetype, self._config, self._other = (determine_file_type, FileType.CONFIG,
                                                      FileType.OTHER)
-        self.triggers = {name: _triggers(plugin, DENYLIST) for name, plugin in self.plugins.items()}
-        self._prefilter = _compile_re2(
-            "|".join(f"(?:{p})" for ps in self.triggers.values() for p in ps)
-            + f"|{_SPLIT}|{_UNQUOTED_VALUE}")
+        self.triggers = {name: TRIGGERS.get(name) or _derived_triggers(plugin, DENYLIST)
+                         for name, plugin in self.plugins.items()}
+        union = "|".join(f"(?:{p})" for ps in self.triggers.values() for p in ps)
+        self._prefilter = _compile_re2(union)
+        self._prefilter_data = _compile_re2(f"{union}|{_UNQUOTED_VALUE}")
+        self._router, self._routes = _compile_set(self.triggers)
 
-    def candidate_lines(self, data: bytes) -> list[int]:
+    def candidate_lines(self, data: bytes, *, data_file: bool = False) -> list[int]:
         """0-based numbers of the lines any plugin might match (one RE2 pass over ``data``)."""
         lines: list[int] = []
         line, at = 0, 0
         count = data.count
-        for match in self._prefilter.finditer(data):
+        prefilter = self._prefilter_data if data_file else self._prefilter
+        for match in prefilter.finditer(data):
             pos = match.start()
             if pos < at:
                 continue
@@ -325,15 +334,21 @@ class _Scanner:
                 lines.append(line)
         return lines
 
-    def scan(self, path: str, doc: _Document, candidates: Sequence[int]) -> list[_Finding]:
-        if self._lock_file(path):
-            return []
+    def skipped(self, path: str) -> bool:
+        """detect-secrets skips lock files (their hashes are not secrets)."""
+        return bool(self._lock_file(path))
+
+    def file_rules(self, path: str) -> tuple[Any, bool]:
+        """The keyword rules for ``path``'s type, and whether it is code (not ``KEY=value``)."""
         ftype = self._filetype(path)
         if ftype == self._other and _CONFIG_NAMES.search(posixpath.basename(path)):
             ftype = self._config
         keyword_groups = self._keyword_groups.get(ftype)
-        # In KEY=value files a value is data: "x = f(y)" there is no call to filter out.
-        code = keyword_groups is not self._config_groups
+        return keyword_groups, keyword_groups is not self._config_groups
+
+    def scan(self, doc: _Document, candidates: Sequence[int], keyword_groups: Any,
+             code: bool) -> list[_Finding]:
+        """The findings of the plugins on the candidate lines (as views) of one file."""
         found: list[_Finding] = []
         seen_values: dict[str, str] = {}
         done_until = -1
@@ -361,16 +376,24 @@ class _Scanner:
 
     def _values(self, view: _View, keyword_groups: Any,
                 code: bool) -> Iterator[tuple[str, str]]:
-        """``(rule, value)`` of every secret the plugins find in one view, filters applied."""
+        """``(rule, value)`` of every secret the plugins find in one view, filters applied.
+
+        Only the plugins whose triggers match the view run. In code, the keyword rule's
+        "indirect reference" filter (``password = get_password()``) applies; in ``KEY=value``
+        files a value is data.
+        """
         line = view.text
-        for name, plugin in self.plugins.items():
+        routed = {self._routes[i] for i in self._router.Match(line) or ()}
+        for name in sorted(routed):
+            plugin = self.plugins[name]
             if isinstance(plugin, self._entropy_type):
-                values = [v for v in plugin.analyze_string(line)
-                          if plugin.calculate_shannon_entropy(v) > plugin.entropy_limit]
+                shortest = _shortest(plugin)
+                values = [v for v in plugin.analyze_string(line) if len(v) >= shortest
+                          and plugin.calculate_shannon_entropy(v) > plugin.entropy_limit]
             elif name == "KeywordDetector":
-                if code and self._indirect(line):
-                    continue
                 values = list(plugin.analyze_string(line, keyword_groups))
+                if values and code and self._indirect(line):
+                    continue
             elif type(plugin).analyze_string is self._regex_type.analyze_string:
                 values = _regex_values(plugin, line)
             else:
@@ -503,44 +526,73 @@ def _merge(found: list[_Finding]) -> list[_Finding]:
 
 # --- the pre-filter -----------------------------------------------------------------------------
 
-# A string continued on the next line: the halves of a token may each be too short to trigger.
-_SPLIT = (r"""[A-Za-z0-9+/=_\-]{6}(?:["']\s*\+?|\\)\s*\r?\n\s*\+?\s*["']?[A-Za-z0-9+/=_\-]{6}""")
-# A value at the end of a KEY=value line, unquoted: the entropy rules see it quoted (_quoted_value).
-_UNQUOTED_VALUE = r"(?m:[=:][ \t]*[A-Za-z0-9+/=_\-\\]{9,}[ \t]*\r?$)"
-# Plugins whose rules use what RE2 cannot run (look-arounds): their necessary part, by hand.
-_HAND_TRIGGERS = {
-    "GitLabTokenDetector": [r"gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-|GR1348941"],
-    "CloudantDetector": [r"(?i:cl(?:oudant|ou)?[_-]?(?:api)?(?:key|pwd|pw|pass|token))",
-                         r"(?i:cloudant\.com)"],
-    "IbmCloudIamDetector": [r"(?i:key|pwd|pass|token)[^\n]*[a-zA-Z0-9_\-]{44}"],
-    "IbmCosHmacDetector": [r"(?i:secret[-_]?(?:access)?[-_]?key[^\n]*[a-f0-9]{48})"],
-    "SoftlayerDetector": [r"(?i:(?:softlayer|sl)[_-]?(?:api)?(?:key|pwd|pass|token))",
-                          r"(?i:api\.softlayer\.com)"],
+# What each plugin needs to find anything: a necessary part of its rules, written so that one RE2
+# automaton runs them all fast (literals, and counted runs only after a rare anchor). A plugin
+# missing here fails tests/test_redact.py; benchmarks/bench_redact.py checks, on the standard
+# library and the planted corpus, that nothing the plugins find on any line is missed.
+_KEYWORD_GAP = r"""[ "'\]=:>]*"""  # between a keyword and its value in build_assignment_regex
+TRIGGERS: dict[str, tuple[str, ...]] = {
+    "AWSKeyDetector": ("A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA", "(?i:aws)"),
+    "ArtifactoryDetector": ("AKC|AP[0-9A-F]",),
+    "AzureStorageKeyDetector": ("AccountKey=",),
+    "BasicAuthDetector": (r"://[^\s:/?#@]+:[^\s/?#@]+@",),
+    "CloudantDetector": (r"(?i:cl(?:oudant|ou)?[_-]?(?:api)?(?:key|pwd|pw|pass|token))",
+                         r"(?i:cloudant\.com)"),
+    "DiscordBotTokenDetector": (r"\.[a-zA-Z0-9_\-]{6}\.[a-zA-Z0-9_\-]{27}",),
+    "GitHubTokenDetector": ("gh[pousr]_",),
+    "GitLabTokenDetector": ("gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-|GR1348941",),
+    "IbmCloudIamDetector": (rf"(?i:key|pwd|pass|token){_KEYWORD_GAP}[a-zA-Z0-9_\-]{{44}}",),
+    "IbmCosHmacDetector": (rf"(?i:key){_KEYWORD_GAP}(?i:[a-f0-9]{{48}})",),
+    "JwtTokenDetector": ("eyJ",),
+    "MailchimpDetector": ("-us[0-9]",),
+    "NpmDetector": ("_authToken=",),
+    "OpenAIDetector": ("T3BlbkFJ",),
+    "PrivateKeyDetector": ("PRIVATE KEY|PuTTY-User-Key-File",),
+    "PypiTokenDetector": ("pypi-AgE",),
+    "SendGridDetector": (r"SG\.",),
+    "SlackDetector": (r"(?i:xox[aboprs]-|hooks\.slack\.com)",),
+    "SoftlayerDetector": (r"(?i:(?:softlayer|sl)[_-]?(?:api)?(?:key|pwd|pass|token))",
+                          r"(?i:api\.softlayer\.com)"),
+    "SquareOAuthDetector": ("sq0csp-",),
+    "StripeDetector": ("[rs]k_live_",),
+    "TelegramBotTokenDetector": (r"[0-9]:[0-9A-Za-z_\-]{35}",),
+    "TwilioKeyDetector": ("AC[a-z0-9]{32}|SK[a-z0-9]{32}",),
 }
+# A value at the end of a KEY=value line, unquoted (data files only): see _quoted_value.
+_UNQUOTED_VALUE = r"(?m:[=:][ \t]*[A-Za-z0-9+/=_\-\\]{9})"
 
 
-def _triggers(plugin: Any, denylist: Sequence[str]) -> list[str]:
-    """RE2 patterns that match wherever ``plugin`` could find a secret (a superset)."""
+def _derived_triggers(plugin: Any, denylist: Sequence[str]) -> tuple[str, ...]:
+    """The keyword and entropy plugins' triggers, from their own word list and limits."""
     from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
 
-    name = type(plugin).__name__
-    if name in _HAND_TRIGGERS:
-        return _HAND_TRIGGERS[name]
-    if name == "KeywordDetector":  # every keyword rule starts from one of these words
-        words = sorted({re.match(r"[\x00-\x7f]*", w).group() for w in denylist})
-        return [f"(?i:{'|'.join(words)})"]
     if isinstance(plugin, HighEntropyStringsPlugin):
         # Shannon entropy is at most log2(length): shorter strings cannot pass the limit.
-        shortest = math.floor(2 ** plugin.entropy_limit) + 1
         charset = re.escape(plugin.charset).replace("/", r"\/")
-        return [rf"""["'][{charset}]{{{shortest},}}["']"""]
-    out = []
-    for regex in plugin.denylist:
-        pattern = regex.pattern
-        if regex.flags & re.IGNORECASE:
-            pattern = f"(?i:{pattern})"
-        out.append(f"(?m:{pattern})")  # ^ and $ at every line, as the plugins see lines
-    return out
+        return (rf"""["'][{charset}]{{{_shortest(plugin)}}}""",)
+    words = sorted({re.match(r"[\x00-\x7f]*", w).group() for w in denylist})  # type: ignore
+    return (f"(?i:{'|'.join(words)})",)
+
+
+def _shortest(plugin: Any) -> int:
+    """The shortest string whose entropy can exceed ``plugin``'s limit."""
+    return math.floor(2 ** plugin.entropy_limit) + 1
+
+
+def _compile_set(triggers: dict[str, tuple[str, ...]]) -> tuple[Any, list[str]]:
+    """An RE2 set of every trigger: which plugins a line can interest, in one call."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    router = re2.Set.SearchSet(options)
+    routes = []
+    for name, patterns in triggers.items():
+        for pattern in patterns:
+            router.Add(pattern)
+            routes.append(name)
+    router.Compile()
+    return router, routes
 
 
 def _compile_re2(pattern: str) -> Any:
