@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from pipeline.version import Changes
 
 INDEX_COLUMNS = ("id", "concept", "doi", "record_version", "title", "part", "files", "images",
-                 "bytes", "added_in", "dataset_version", "output_sha256", "source_checksums")
+                 "bytes", "added_in", "dataset_version", "output_sha256", "source_checksums",
+                 "redactions")
 MAX_LISTED = 200   # ids listed per changelog section; the index has them all
 
 
@@ -135,7 +136,7 @@ def datapackage(manifest: Any, *, version: str, created: datetime,
         elif name == "index.csv":
             res.update(profile="tabular-data-resource", format="csv", mediatype="text/csv",
                        encoding="utf-8", schema={"fields": [
-                           {"name": c, "type": "integer" if c in ("files", "images", "bytes")
+                           {"name": c, "type": "integer" if c in ("files", "images", "bytes", "redactions")
                             else "string"} for c in INDEX_COLUMNS]})
         elif name.endswith(".json"):
             res.update(format="json", mediatype="application/json")
@@ -154,6 +155,20 @@ def datapackage(manifest: Any, *, version: str, created: datetime,
         "sources": [{"title": "Zenodo software records", "path": "https://zenodo.org"}],
         "resources": resources,
     }
+
+
+def redaction_policy(policy: str, total: int) -> str:
+    """The card's privacy statement: the redaction policy and how many values it masked."""
+    if policy == "none":
+        return ("secrets in the harvested code were **not** redacted (`processing.redact: "
+                "none`); images show the code exactly as archived.")
+    what = "secrets and e-mail addresses" if policy == "secrets+emails" else "secrets"
+    return (f"{what} found in the harvested code (cloud keys, tokens, private keys, passwords, "
+            "credentials in URLs; detect-secrets' rules) were replaced, before the transform, "
+            "by `*` characters of the same length, so lines and pages keep their shape. "
+            f"**{total:,}** values were masked in this version; the `redactions` column of "
+            "`index.csv` counts them per record, and each record's `metadata.json` lists where "
+            "(path, line, column, rule), never the value.")
 
 
 def readme(manifest: Any, *, version: str, created: datetime, counts: Mapping[str, int],
@@ -194,6 +209,8 @@ skips files over {p.max_file_bytes:,} bytes, binary files (a NUL byte in the fir
 folders {', '.join(p.exclude_dirs)}, converts every remaining file (mode `{p.mode}`), and publishes
 an immutable, checksummed version like this one. Versions policy: `{manifest.source.versions}`
 (`latest` keeps only the newest version of each software concept).
+
+Privacy: {redaction_policy(p.redact, counts.get("redactions", 0))}
 
 ## Files
 

@@ -83,6 +83,7 @@ SCHEMA: dict[str, Any] = _obj({
         "max_compression_ratio": _d({"type": "number", "exclusiveMinimum": 1}, 200),
         "download_retries": _d({"type": "integer", "minimum": 0, "maximum": 20}, 3),
         "compression_level": _d({"type": "integer", "minimum": 0, "maximum": 9}, 4),
+        "redact": _d({"enum": ["secrets", "secrets+emails", "none"]}, "secrets"),
     }), {}),
     "dataset": _obj({
         "name": _d({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{2,60}$"}, "code-images"),
@@ -200,6 +201,7 @@ class Processing:
     max_compression_ratio: float
     download_retries: int
     compression_level: int
+    redact: Literal["secrets", "secrets+emails", "none"] = "secrets"
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,23 @@ def rules(policy: Policy) -> list[str]:
     return [*names, EMAIL_RULE] if policy == "secrets+emails" else names
 
 
+def redaction_summary(processing: Any, count: int) -> dict[str, Any]:
+    """What a record's metadata says about redaction: the policy, the rules, the mask, the count;
+    and, in ``zenodo-ml-2018`` mode, that the images differ from 2018's where it masked."""
+    policy = processing.redact
+    summary: dict[str, Any] = {"policy": policy, "count": count}
+    if policy != "none":
+        summary.update(detector=detector_version(), rules=rules(policy), mask=MASK,
+                       applied="before the transform; each masked value listed in redactions "
+                               "(path, line, column, end, characters, rule), never the value")
+        if processing.mode == "zenodo-ml-2018":
+            summary["note"] = ("zenodo-ml-2018 mode with redaction: secrets were masked before "
+                               "the 2018 transform, so images differ from 2018's exactly where "
+                               "redactions lists; use processing.redact: none for the exact "
+                               "2018 output")
+    return summary
+
+
 def redact(path: str, data: bytes, policy: Policy) -> tuple[bytes, tuple[Redaction, ...]]:
     """``data`` with every secret (and e-mail address, by policy) masked, and the redactions.
 

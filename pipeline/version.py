@@ -269,6 +269,7 @@ def _new_entry(workdir: Path, rid: str, rec: Mapping[str, Any], version: str,
         "doi": fields["doi"], "record_version": fields["record_version"],
         "title": fields["title"], "part": None, "files": _count(rec.get("files")),
         "images": _count(rec.get("images")), "bytes": h5_path.stat().st_size,
+        "redactions": len(meta.get("redactions") or []),
         "source_checksums": dict(rec.get("checksums") or {}),
         "output_sha256": digest,
         "added_in": (previous or {}).get("added_in") or version, "dataset_version": version,
@@ -427,6 +428,7 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     counts = {"records": len(rows), "concepts": len({e["concept"] for e in rows}),
               "files": sum(e["files"] for e in rows), "images": sum(e["images"] for e in rows),
               "parts": len(parts), "added": len(changes.added), "updated": len(changes.updated),
+              "redactions": sum(e.get("redactions", 0) for e in rows),
               "removed": len(changes.removed), "compacted": len(plan.compacted)}
     concept_doi = state.destinations.get("zenodo", {}).get("concept_doi")
     texts = {

@@ -59,7 +59,7 @@ def _b64url(data: bytes) -> str:
 def _jwt(rng: random.Random) -> str:
     header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     payload = _b64url(json.dumps({"sub": str(rng.randint(10**6, 10**7)), "name": "analysis-bot",
-                                  "iat": rng.randint(1.6e9, 1.8e9)}).encode())
+                                  "iat": rng.randint(1_600_000_000, 1_800_000_000)}).encode())
     return f"{header}.{payload}.{_pick(rng, _B64URL, 43)}"
 
 
