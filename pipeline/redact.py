@@ -400,7 +400,8 @@ class _Scanner:
         files a value is data.
         """
         line = view.text
-        routed = {self._routes[i] for i in self._router.Match(line) or ()}
+        routed = {self._routes[i] for i in
+                  self._router.Match(line.encode("utf-8", "surrogateescape")) or ()}
         for name in sorted(routed):
             plugin = self.plugins[name]
             if isinstance(plugin, self._entropy_type):
