@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 INDEX_COLUMNS = ("id", "concept", "doi", "record_version", "title", "part", "files", "images",
                  "bytes", "added_in", "dataset_version", "output_sha256", "source_checksums",
                  "redactions")
+_INTEGER_COLUMNS = ("files", "images", "bytes", "redactions")
 MAX_LISTED = 200   # ids listed per changelog section; the index has them all
 
 
@@ -136,7 +137,7 @@ def datapackage(manifest: Any, *, version: str, created: datetime,
         elif name == "index.csv":
             res.update(profile="tabular-data-resource", format="csv", mediatype="text/csv",
                        encoding="utf-8", schema={"fields": [
-                           {"name": c, "type": "integer" if c in ("files", "images", "bytes", "redactions")
+                           {"name": c, "type": "integer" if c in _INTEGER_COLUMNS
                             else "string"} for c in INDEX_COLUMNS]})
         elif name.endswith(".json"):
             res.update(format="json", mediatype="application/json")

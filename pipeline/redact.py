@@ -391,17 +391,19 @@ class _Scanner:
         found += _recurrences(doc.text, seen_values)
         return found
 
-    def _values(self, view: _View, keyword_groups: Any,
-                code: bool) -> Iterator[tuple[str, str]]:
+    def _values(self, view: _View, keyword_groups: Any, code: bool, *,
+                route: bool = True) -> Iterator[tuple[str, str]]:
         """``(rule, value)`` of every secret the plugins find in one view, filters applied.
 
-        Only the plugins whose triggers match the view run. In code, the keyword rule's
+        Only the plugins whose triggers match the view run (``route=False``: all of them, the
+        benchmark's reference). In code, the keyword rule's
         "indirect reference" filter (``password = get_password()``) applies; in ``KEY=value``
         files a value is data.
         """
         line = view.text
         routed = {self._routes[i] for i in
-                  self._router.Match(line.encode("utf-8", "surrogateescape")) or ()}
+                  self._router.Match(line.encode("utf-8", "surrogateescape")) or ()} \
+            if route else set(self.plugins)
         for name in sorted(routed):
             plugin = self.plugins[name]
             if isinstance(plugin, self._entropy_type):
