@@ -407,9 +407,12 @@ class _Scanner:
         for name in sorted(routed):
             plugin = self.plugins[name]
             if isinstance(plugin, self._entropy_type):
-                shortest = _shortest(plugin)
-                values = [v for v in plugin.analyze_string(line) if len(v) >= shortest
-                          and plugin.calculate_shannon_entropy(v) > plugin.entropy_limit]
+                # entropy <= log2(distinct characters): most strings are out before the
+                # library's (slow, exact) computation
+                limit = plugin.entropy_limit
+                values = [v for v in plugin.analyze_string(line)
+                          if math.log2(max(len(set(v)), 1)) > limit
+                          and plugin.calculate_shannon_entropy(v) > limit]
             elif name == "KeywordDetector":
                 values = list(plugin.analyze_string(line, keyword_groups))
                 if values and code and self._indirect(line):
