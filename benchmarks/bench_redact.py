@@ -97,7 +97,7 @@ def completeness(files: list[tuple[str, bytes]], megabytes: float) -> None:
         groups, code = scanner.file_rules(path)
         if scanner.skipped(path):
             continue
-        doc = _Document(data.decode("utf-8", "surrogateescape"))
+        doc = _Document(data.decode("utf-8", "surrogateescape"), data)
         candidates = set(scanner.candidate_lines(data, data_file=not code))
         for k in range(len(doc.starts)):
             view, _ = _line_view(doc, k)

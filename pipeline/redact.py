@@ -146,7 +146,7 @@ def redact(path: str, data: bytes, policy: Policy) -> tuple[bytes, tuple[Redacti
     if not candidates and not emails:
         return data, ()
     text = data.decode("utf-8", "surrogateescape")
-    doc = _Document(text)
+    doc = _Document(text, data)
     found: list[_Finding] = []
     if candidates:
         found += scanner.scan(doc, candidates, keyword_groups, code)
@@ -179,10 +179,13 @@ class _Finding:
 class _Document:
     """The decoded text of one file with its line starts (offset <-> line, column)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, data: bytes) -> None:
         self.text = text
-        lengths = np.fromiter(map(len, text.split("\n")), np.int64)
-        self.starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1])).tolist()
+        if len(text) == len(data):  # one character per byte: offsets are the same
+            codes = np.frombuffer(data, np.uint8)
+        else:
+            codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        self.starts = [0, *(np.flatnonzero(codes == 10) + 1).tolist()]
 
     def line(self, k: int) -> tuple[int, int]:
         """``(start, end)`` offsets of line ``k`` (0-based), without its ``\\n``."""
@@ -223,8 +226,8 @@ def _line_view(doc: _Document, k: int) -> tuple[_View, int]:
     """Line ``k`` joined with the lines a string continues on; and the last line used."""
     text = doc.text
     first = k
-    while first > 0 and k - first < _MAX_JOIN and _CONTINUES.match(text[slice(*doc.line(first))]) \
-            and _CONTINUED.search(text[slice(*doc.line(first - 1))].rstrip("\r")):
+    while first > 0 and k - first < _MAX_JOIN and _continues(text[slice(*doc.line(first))]) \
+            and _continued(text[slice(*doc.line(first - 1))]):
         first -= 1   # the token may start on an earlier line that triggered nothing
     start, end = doc.line(first)
     origin = list(range(start, end))
@@ -232,7 +235,7 @@ def _line_view(doc: _Document, k: int) -> tuple[_View, int]:
     last = first
     while last - k < _MAX_JOIN and last + 1 < len(doc.starts):
         tail = parts[-1].rstrip("\r")
-        cont = _CONTINUED.search(tail)
+        cont = _continued(tail)
         if not cont:
             break
         nstart, nend = doc.line(last + 1)
@@ -252,6 +255,18 @@ def _line_view(doc: _Document, k: int) -> tuple[_View, int]:
         origin.extend(range(nstart + skip, nend))
         last += 1
     return _View("".join(parts), origin), last
+
+
+def _continued(line: str) -> re.Match[str] | None:
+    """Whether ``line`` ends a string that goes on (a quote, a ``+``, a backslash)."""
+    end = line.rstrip()[-1:]
+    return _CONTINUED.search(line) if end and end in "\"'+\\" else None
+
+
+def _continues(line: str) -> bool:
+    """Whether ``line`` starts with the rest of a string (a quote, maybe after ``+``)."""
+    start = line.lstrip()[:1]
+    return bool(start and start in "\"'+" and _CONTINUES.match(line))
 
 
 def _quoted_value(view: _View) -> list[_View]:
@@ -339,16 +354,16 @@ class _Scanner:
         """0-based numbers of the lines any plugin might match (one RE2 pass over ``data``)."""
         lines: list[int] = []
         line, at = 0, 0
-        count = data.count
-        prefilter = self._prefilter_data if data_file else self._prefilter
-        for match in prefilter.finditer(data):
+        count, find = data.count, data.find
+        search = (self._prefilter_data if data_file else self._prefilter).search
+        while (match := search(data, at)) is not None:
             pos = match.start()
-            if pos < at:
-                continue
             line += count(b"\n", at, pos)
-            at = pos
-            if not lines or lines[-1] != line:
-                lines.append(line)
+            lines.append(line)
+            at = find(b"\n", pos) + 1    # one match per line is enough: go to the next line
+            if not at:
+                break
+            line += 1
         return lines
 
     def skipped(self, path: str) -> bool:
