@@ -12,11 +12,12 @@ module adds is what a line-by-line scanner of a source tree needs to be used on 
 conversion speed, and to redact rather than report:
 
 * **A pre-filter** (:class:`_Scanner`): detect-secrets runs ~25 plugins, a dozen regular
-  expressions each, on every line, about 0.1 MB/s. One RE2 automaton (google-re2) built *from the
-  plugins' own rules* (their regular expressions where RE2 can run them, the keyword list, the
-  minimal length a string needs to pass an entropy limit) finds the few lines any plugin could
-  match, in one pass at hundreds of MB/s; only those lines go to the plugins.
-  ``benchmarks/bench_redact.py`` checks that it loses nothing against the plugins on every line.
+  expressions each, on every line, about 0.2 MB/s. Two RE2 passes (google-re2) over the file,
+  built from :data:`TRIGGERS` (a necessary part of each plugin's rules: its literal prefixes, its
+  keyword list, the shortest string that can pass its entropy limit), find the few lines any
+  plugin could match at ~100-200 MB/s; per such line an RE2 set picks the plugins that can match
+  it, and only those run. ``benchmarks/bench_redact.py`` checks that nothing the plugins find on
+  any line is lost.
 * **Views** of a line as the plugins expect it: JSON-escaped quotes unescaped (notebooks, JSON
   inside strings), a string continued on the next line joined (``"ghp_abc" \\n "def"``,
   ``abc\\`` + newline), the keyword rules of ``KEY=value`` files used for ``.env``, shell and
@@ -345,26 +346,31 @@ class _Scanner:
                                                      FileType.OTHER)
         self.triggers = {name: TRIGGERS.get(name) or _derived_triggers(plugin, DENYLIST)
                          for name, plugin in self.plugins.items()}
-        union = "|".join(f"(?:{p})" for ps in self.triggers.values() for p in ps)
-        self._prefilter = _compile_re2(union)
-        self._prefilter_data = _compile_re2(f"{union}|{_UNQUOTED_VALUE}")
+        # Two passes: the quoted-base64 trigger alone costs as much as all the others together
+        # in one automaton (its counted run starts at every quote), and apart both run faster.
+        alone = self.triggers.get("Base64HighEntropyString", ())
+        union = "|".join(f"(?:{p})" for ps in self.triggers.values() if ps is not alone
+                         for p in ps)
+        passes = [_compile_re2("|".join(alone))] if alone else []
+        self._prefilter = [_compile_re2(union), *passes]
+        self._prefilter_data = [_compile_re2(f"{union}|{_UNQUOTED_VALUE}"), *passes]
         self._router, self._routes = _compile_set(self.triggers)
 
     def candidate_lines(self, data: bytes, *, data_file: bool = False) -> list[int]:
-        """0-based numbers of the lines any plugin might match (one RE2 pass over ``data``)."""
-        lines: list[int] = []
-        line, at = 0, 0
+        """0-based numbers of the lines any plugin might match (two RE2 passes over ``data``)."""
+        found: set[int] = set()
         count, find = data.count, data.find
-        search = (self._prefilter_data if data_file else self._prefilter).search
-        while (match := search(data, at)) is not None:
-            pos = match.start()
-            line += count(b"\n", at, pos)
-            lines.append(line)
-            at = find(b"\n", pos) + 1    # one match per line is enough: go to the next line
-            if not at:
-                break
-            line += 1
-        return lines
+        for prefilter in self._prefilter_data if data_file else self._prefilter:
+            line, at = 0, 0
+            while (match := prefilter.search(data, at)) is not None:
+                pos = match.start()
+                line += count(b"\n", at, pos)
+                found.add(line)
+                at = find(b"\n", pos) + 1    # one match per line is enough: the next line
+                if not at:
+                    break
+                line += 1
+        return sorted(found)
 
     def skipped(self, path: str) -> bool:
         """detect-secrets skips lock files (their hashes are not secrets)."""
@@ -564,8 +570,8 @@ def _merge(found: list[_Finding]) -> list[_Finding]:
 
 # --- the pre-filter -----------------------------------------------------------------------------
 
-# What each plugin needs to find anything: a necessary part of its rules, written so that one RE2
-# automaton runs them all fast (literals, and counted runs only after a rare anchor). A plugin
+# What each plugin needs to find anything: a necessary part of its rules, written so that RE2
+# runs them all fast (literals, and counted runs only after a rare anchor). A plugin
 # missing here fails tests/test_redact.py; benchmarks/bench_redact.py checks, on the standard
 # library and the planted corpus, that nothing the plugins find on any line is missed.
 _KEYWORD_GAP = r"""[ "'\]=:>]*"""  # between a keyword and its value in build_assignment_regex
