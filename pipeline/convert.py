@@ -48,6 +48,7 @@ import numpy as np
 from pipeline.errors import ConvertError
 from pipeline.extract import ArchiveLimits, Kind, Member, iter_members
 from pipeline.manifest import Processing
+from pipeline.redact import Redaction, redact
 
 SPACE = 32
 BINARY_SNIFF_BYTES = 8192
@@ -89,6 +90,7 @@ class ConvertedFile:
     extension: str
     images: np.ndarray
     image_rows: np.ndarray | None = None
+    redactions: tuple[Redaction, ...] = ()  # secrets masked before the transform
 
     @property
     def image_count(self) -> int:
@@ -377,6 +379,7 @@ def convert_bytes(path: str, data: bytes, processing: Processing) -> ConvertedFi
     if (not mode_2018 and processing.binary_policy == "skip"
             and b"\0" in data[:BINARY_SNIFF_BYTES]):
         return Skipped(path, size, "binary", f"NUL byte in the first {BINARY_SNIFF_BYTES} bytes")
+    data, redactions = redact(path, data, processing.redact)  # before anything is derived
     width, height = processing.image_width, processing.image_height
     try:
         if mode_2018:
@@ -387,8 +390,10 @@ def convert_bytes(path: str, data: bytes, processing: Processing) -> ConvertedFi
     except ValueError as exc:
         raise ConvertError(f"file {path!r} could not be converted: {exc}", stage="convert",
                            hint="report this file; it is a bug in the transform") from exc
+    # sha256 of the redacted bytes: a digest of the original would let anyone test guesses of
+    # a short password against it
     return ConvertedFile(path, size, hashlib.sha256(data).hexdigest(), file_extension(path),
-                         rows, image_rows)
+                         rows, image_rows, redactions)
 
 
 _KIND_REASONS: dict[str, Reason] = {"symlink": "link", "hardlink": "link",

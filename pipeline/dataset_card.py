@@ -30,8 +30,9 @@ from pipeline import __version__
 from pipeline.dataset import CATALOG_FORMAT, Changes
 
 INDEX_COLUMNS = ("id", "concept", "doi", "record_version", "title", "part", "files", "images",
-                 "bytes", "added_in", "dataset_version", "output_sha256", "source_checksums")
-INTEGER_COLUMNS = frozenset({"files", "images", "bytes"})
+                 "bytes", "added_in", "dataset_version", "output_sha256", "source_checksums",
+                 "redactions")
+INTEGER_COLUMNS = frozenset({"files", "images", "bytes", "redactions"})
 MAX_LISTED = 200   # ids listed per changelog section; the part indexes have them all
 CHANGELOG_VERSIONS = 30   # entries kept in CHANGELOG.md (older ones: earlier versions)
 
@@ -178,7 +179,7 @@ def datapackage(manifest: Any, *, version: str, created: datetime,
         elif name.endswith(".csv"):
             res.update(profile="tabular-data-resource", format="csv", mediatype="text/csv",
                        encoding="utf-8", schema={"fields": [
-                           {"name": c, "type": "integer" if c in ("files", "images", "bytes")
+                           {"name": c, "type": "integer" if c in INTEGER_COLUMNS
                             else "string"} for c in INDEX_COLUMNS]})
         elif name.endswith(".json"):
             res.update(format="json", mediatype="application/json")
@@ -221,6 +222,20 @@ def volumes_section(volume: int, volumes: Sequence[Mapping[str, Any]],
                  f"{kaggle.get('max_bytes', 0):,} bytes: {', '.join(kaggle.get('parts') or [])}"
                  " with their index files; the full dataset is the Zenodo volumes above.\n")
     return text
+
+
+def redaction_policy(policy: str, total: int) -> str:
+    """The card's privacy statement: the redaction policy and how many values it masked."""
+    if policy == "none":
+        return ("secrets in the harvested code were **not** redacted (`processing.redact: "
+                "none`); images show the code exactly as archived.")
+    what = "secrets and e-mail addresses" if policy == "secrets+emails" else "secrets"
+    return (f"{what} found in the harvested code (cloud keys, tokens, private keys, passwords, "
+            "credentials in URLs; detect-secrets' rules) were replaced, before the transform, "
+            "by `*` characters of the same length, so lines and pages keep their shape. "
+            f"**{total:,}** values are masked in this version's records; the `redactions` "
+            "column of the part indexes (`part-NNNNNN.csv`) counts them per record, and each "
+            "record's `metadata.json` lists where (path, line, column, rule), never the value.")
 
 
 def readme(manifest: Any, *, version: str, created: datetime, counts: Mapping[str, int],
@@ -267,6 +282,8 @@ skips files over {p.max_file_bytes:,} bytes, binary files (a NUL byte in the fir
 folders {', '.join(p.exclude_dirs)}, converts every remaining file (mode `{p.mode}`), and publishes
 an immutable, checksummed version like this one. Versions policy: `{manifest.source.versions}`
 (`latest` keeps only the newest version of each software concept).
+
+Privacy: {redaction_policy(p.redact, counts.get("redactions", 0))}
 
 ## Files
 

@@ -86,6 +86,7 @@ SCHEMA: dict[str, Any] = _obj({
         "download_grace_seconds": _d({"type": "number", "minimum": 1}, 60),
         "download_min_bytes_per_second": _d(_POSINT, 65536),
         "compression_level": _d({"type": "integer", "minimum": 0, "maximum": 9}, 4),
+        "redact": _d({"enum": ["secrets", "secrets+emails", "none"]}, "secrets"),
     }), {}),
     "dataset": _obj({
         "name": _d({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{2,60}$"}, "code-images"),
@@ -208,6 +209,7 @@ class Processing:
     download_grace_seconds: float
     download_min_bytes_per_second: int
     compression_level: int
+    redact: Literal["secrets", "secrets+emails", "none"] = "secrets"
 
 
 @dataclass(frozen=True)

@@ -397,4 +397,5 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
             "output": f"records/{output.hdf5.name}", "metadata": f"records/"
             f"{output.metadata.name}", "sha256": output.hdf5_sha256,
             "bytes": output.hdf5_bytes, "source_bytes": output.source_bytes,
+            "redactions": output.redactions,
             "archives": [{"key": s.key, "origin": s.origin, "url": s.url} for s in sources]}

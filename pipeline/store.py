@@ -64,6 +64,7 @@ from pipeline.errors import ConvertError, PipelineError
 from pipeline.extract import detect_format
 from pipeline.fsutil import atomic_path, dumps_json, file_digest, safe_join
 from pipeline.manifest import Processing
+from pipeline.redact import redaction_summary
 
 FORMAT = "code-images-record"
 FORMAT_VERSION = 1
@@ -106,6 +107,7 @@ class RecordOutput:
     source_bytes: int  # bytes of the files that were converted
     hdf5_bytes: int
     hdf5_sha256: str
+    redactions: int = 0  # secrets masked (listed in the metadata, without their values)
 
 
 def hdf5_path(folder: str | os.PathLike[str], record_id: str) -> Path:
@@ -295,6 +297,7 @@ class RecordWriter:
         self._tree: list[dict[str, Any]] = []
         self._skipped: list[dict[str, Any]] = []
         self._sources: list[dict[str, Any]] = []
+        self._redactions: list[dict[str, Any]] = []
         self._source_bytes = 0
         self._stack = contextlib.ExitStack()
         self._h5: h5py.File
@@ -367,6 +370,7 @@ class RecordWriter:
             self._image_rows.append(item.image_rows)
         self._images.append(item.images)
         self._source_bytes += item.size
+        self._redactions += [r.to_dict(item.path) for r in item.redactions]
 
     def _tree_entry(self, path: str, size: int, kind: str, listed_2018: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"path": path, "size": size, "kind": kind}
@@ -430,7 +434,7 @@ class RecordWriter:
             metadata=metadata_path(self.folder, self.record_id), layout=self.layout,
             dtype=self._images.dtype.name, images=images, files=len(self._index),
             skipped=len(self._skipped), source_bytes=self._source_bytes,
-            hdf5_bytes=hdf5_bytes, hdf5_sha256=digest)
+            hdf5_bytes=hdf5_bytes, hdf5_sha256=digest, redactions=len(self._redactions))
         self._json_tmp.write_text(dumps_json(self._metadata(self.output)), encoding="utf-8")
 
     def _verify(self, images: int, rows: int) -> None:
@@ -464,6 +468,8 @@ class RecordWriter:
             "hdf5": {"file": output.hdf5.name, "bytes": output.hdf5_bytes,
                      "sha256": output.hdf5_sha256, "layout": output.layout,
                      "dtype": output.dtype},
+            "redaction": redaction_summary(self.processing, len(self._redactions)),
+            "redactions": self._redactions,
         }
         return meta
 

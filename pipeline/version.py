@@ -217,6 +217,7 @@ def _new_entry(workdir: Path, rid: str, rec: Mapping[str, Any], version: str
         "doi": fields["doi"], "record_version": fields["record_version"],
         "title": fields["title"], "part": None, "files": _count(rec.get("files")),
         "images": _count(rec.get("images")), "bytes": h5_path.stat().st_size,
+        "redactions": len(meta.get("redactions") or []),
         "source_checksums": dict(rec.get("checksums") or {}),
         "output_sha256": digest,
         "added_in": rec.get("added_in") or version, "dataset_version": version,
@@ -522,6 +523,7 @@ def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume
               "files": sum(int(r.get("files") or 0) if isinstance(r.get("files"), int)
                            else len(r.get("files") or []) for r in live),
               "images": sum(int(r.get("images") or 0) for r in live),
+              "redactions": sum(int(r.get("redactions") or 0) for r in live),
               "parts": len(parts), "added": len(changes.added),
               "updated": len(changes.updated), "removed": len(changes.removed),
               "volume": volume, "new_parts": len(new_parts),
