@@ -19,10 +19,13 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+SUBMIT = ROOT / "slurm" / "submit"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
 # Every state in which a job will not run again (scontrol's JobState names).
@@ -139,6 +142,24 @@ class Cluster:
         """The environment for SLURM commands (and the jobs they submit, which inherit it)."""
         return {**os.environ, **self.env, **(extra or {})}
 
+    def pipeline_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """What a user's shell would hold when submitting: this interpreter's ``python3`` first on
+        PATH and the package importable from anywhere (the jobs inherit it: ``--export=ALL``)."""
+        return self.client_env({
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT), **(extra or {})})
+
+    def submit(self, *args: str, env: dict[str, str], cwd: Path) -> tuple[str, str]:
+        """Run ``slurm/submit ARGS``; return (job array id, publish job id)."""
+        done = subprocess.run([str(SUBMIT), *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+        array = re.search(r"submitted job array (\d+) \(tasks \S+ of \d+\)", done.stdout)
+        publish = re.search(r"submitted job (\d+) \(version \+ publish", done.stdout)
+        if done.returncode != 0 or not array or not publish:
+            raise RuntimeError(f"slurm/submit exited {done.returncode}:\n{done.stdout}"
+                               f"{done.stderr}")
+        return array.group(1), publish.group(1)
+
     def run(self, *command: str) -> str:
         done = subprocess.run(list(command), env=self.client_env(), capture_output=True,
                               text=True, check=False)
@@ -155,7 +176,8 @@ class Cluster:
                 found[fields.get("ArrayTaskId") or fields["JobId"]] = fields
         return found
 
-    def wait(self, *job_ids: str, timeout: float = 90.0) -> dict[str, dict[str, dict[str, str]]]:
+    def wait(self, *job_ids: str, timeout: float = 90.0,
+             poll: float = 0.3) -> dict[str, dict[str, dict[str, str]]]:
         """Wait until every task of every job has finished; return their ``jobs()``.
 
         Array tasks that never started are shown as one pending entry ("2-4"), so this waits
@@ -171,7 +193,7 @@ class Cluster:
                                    + "; ".join(f"{j} {k}: {f['JobState']} {f.get('Reason')}"
                                                for j, t in seen.items() for k, f in t.items())
                                    + "\n" + self.log_tail())
-            time.sleep(0.3)
+            time.sleep(poll)
 
     def stop(self) -> None:
         """Cancel every job, then stop slurmd, slurmctld and munged (their own pids only)."""

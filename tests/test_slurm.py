@@ -33,8 +33,6 @@ from pipeline.sandbox.server import Request
 from pipeline.state import outcome_path
 from tests.slurm_cluster import Cluster, ClusterUnavailable
 
-ROOT = Path(__file__).resolve().parent.parent
-SUBMIT = ROOT / "slurm" / "submit"
 RECORDS_PER_TASK = 4  # the sandbox's 14 records -> an array of 4 tasks
 
 
@@ -61,12 +59,8 @@ class Backfill:
         self.cluster, self.box, self.folder = cluster, box, folder
         self.manifest = sandbox_manifest(box.url, folder)
         self.work, self.logs = folder / "work", folder / "logs"
-        # What a user's shell would hold: the pipeline's Python first on PATH, the package
-        # importable, the credentials the manifest names. The jobs inherit it (--export=ALL).
-        self.env = cluster.client_env({
-            **sandbox_environ(box.url),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(ROOT), "HOME": str(folder)})
+        # The credentials the manifest names, exported in the submitting shell.
+        self.env = cluster.pipeline_env({**sandbox_environ(box.url), "HOME": str(folder)})
 
     def pipeline(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "pipeline", "--manifest",
@@ -76,15 +70,9 @@ class Backfill:
 
     def submit(self, *extra: str) -> tuple[str, str]:
         """``slurm/submit``; returns (array job id, publish job id)."""
-        done = subprocess.run([str(SUBMIT), "--manifest", str(self.manifest), "--workdir",
-                               str(self.work), "--logs", str(self.logs), "--records-per-task",
-                               str(RECORDS_PER_TASK), *extra], cwd=self.folder, env=self.env,
-                              capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stdout + done.stderr
-        array = re.search(r"submitted job array (\d+) \(tasks \S+ of (\d+)\)", done.stdout)
-        publish = re.search(r"submitted job (\d+) \(version \+ publish", done.stdout)
-        assert array and publish, done.stdout + done.stderr
-        return array.group(1), publish.group(1)
+        return self.cluster.submit("--manifest", str(self.manifest), "--workdir", str(self.work),
+                                   "--logs", str(self.logs), "--records-per-task",
+                                   str(RECORDS_PER_TASK), *extra, env=self.env, cwd=self.folder)
 
     def plan(self) -> list[dict]:
         return json.loads((self.work / "plan.json").read_text())["records"]
