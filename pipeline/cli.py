@@ -144,7 +144,8 @@ def cmd_shards(args: argparse.Namespace) -> int:
     print(f"shards: {planned} planned record(s) in {count} shard(s) of up to "
           f"{args.records_per_shard} (at most {args.max_shards} shards)", file=sys.stderr)
     _report("shards", outputs={"count": count, "shards": json.dumps(list(range(1, count + 1))),
-                               "planned": planned})
+                               "planned": planned},
+            notes=[f"{planned} record(s) planned: {count} shard(s)"])
     return 0
 
 
