@@ -4,15 +4,17 @@ The same plan (records of real source put into the embedded sandbox, as in
 :mod:`benchmarks.bench_process`) is processed, each time into a fresh work folder (so each
 downloads its own copies, through the sandbox, md5-verified):
 
-1. ``process --jobs N`` in one process, N = the machine's CPUs (the one-node baseline);
-2. ``slurm/submit`` on a one-node SLURM cluster (:mod:`tests.slurm_cluster`): a job array of T
-   tasks with one CPU each (``--jobs auto`` = 1 worker each; at most N run at once), for each T
-   asked. The array's wall time runs from ``slurm/submit`` until its last task ended (polled every
-   0.1 s); the publish job that follows is timed apart, since the baseline does not publish.
+For each array size T asked:
 
-Ratios are taken within one run (the machine is shared and noisy). The array pays, per task, a
-Python start-up and the plan and manifest loads, plus SLURM's scheduling; what it buys is that
-tasks spread over many nodes, which one node cannot show.
+1. ``process --jobs N`` in one process, N = the machine's CPUs (the one-node baseline);
+2. right after it, ``slurm/submit`` on a one-node SLURM cluster (:mod:`tests.slurm_cluster`): a
+   job array of T tasks with one CPU each (``--jobs auto`` = 1 worker each; at most N run at
+   once). The array's wall time runs from ``slurm/submit`` until its last task ended (polled
+   every 0.1 s); the publish job that follows is timed apart, since the baseline does not publish.
+
+Ratios are taken pair by pair, in one run (the machine is shared and noisy). The array pays,
+per task, a Python start-up and the plan and manifest loads, plus SLURM's scheduling; what it
+buys is that tasks spread over many nodes, which one node cannot show.
 
 Run (as root, with Debian's slurm-wlm and munge): ``python -m benchmarks.bench_slurm``
 """
@@ -103,17 +105,17 @@ def main() -> None:
                 put_records(box, files, args.records, args.mb)
                 env = cluster.pipeline_env({**sandbox_environ(box.url), "HOME": tmp})
                 source_mb = args.records * args.mb
-                base = baseline(box, Path(tmp) / "baseline", cpus, env)
-                print(f"{args.records} records of ~{args.mb:g} MB source ({source_mb:.0f} MB)")
-                print(f"process --jobs {cpus}, one process: {base:.2f} s "
-                      f"({source_mb / base:.1f} MB/s)")
+                print(f"{args.records} records of ~{args.mb:g} MB source ({source_mb:.0f} MB); "
+                      f"each array is timed right after its own one-process baseline")
                 for tasks in (int(t) for t in args.tasks.split(",")):
+                    base = baseline(box, Path(tmp) / f"baseline{tasks}", cpus, env)
                     wall, busy, publish = array(cluster, box, Path(tmp) / f"array{tasks}", tasks,
                                                 args.records, env)
-                    print(f"job array of {tasks} tasks x 1 CPU (at most {cpus} at once): "
-                          f"{wall:.2f} s = {wall / base:.2f}x the one-process time "
-                          f"({source_mb / wall:.1f} MB/s; tasks ran {busy} s in all); "
-                          f"then version + publish job {publish:.2f} s")
+                    print(f"process --jobs {cpus} in one process {base:.2f} s "
+                          f"({source_mb / base:.1f} MB/s) vs job array of {tasks} tasks x 1 CPU "
+                          f"(at most {cpus} at once) {wall:.2f} s ({source_mb / wall:.1f} MB/s): "
+                          f"array/one-process {wall / base:.2f}x; tasks ran {busy} s in all; "
+                          f"then the version + publish job {publish:.2f} s", flush=True)
         finally:
             cluster.stop()
 
