@@ -33,6 +33,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline.errors import PipelineError, UsageError, redact
 from pipeline.manifest import Manifest, load
+from pipeline.scaling import parse_jobs
 from pipeline.state import State, ingest_outcomes
 
 log = logging.getLogger("pipeline")
@@ -125,8 +126,14 @@ def cmd_detect(args: argparse.Namespace) -> Result:
 def cmd_process(args: argparse.Namespace) -> Result:
     from pipeline.orchestrate import process_stage
 
-    return _stage(args, process_stage(_context(args), plan=Path(args.plan) if args.plan
-                                      else None, shard=args.shard, jobs=args.jobs))
+    log.debug("process: shard %s with %d worker process(es)", args.shard or "1/1", args.jobs)
+    result = _stage(args, process_stage(_context(args), plan=Path(args.plan) if args.plan
+                                        else None, shard=args.shard, jobs=args.jobs))
+    # Failed records are in their outcomes and retried by later runs; a job array whose next
+    # job waits for success (SLURM afterok) must not be held up by them.
+    if args.allow_record_failures:
+        result.code = 0
+    return result
 
 
 def cmd_version(args: argparse.Namespace) -> Result:
@@ -337,6 +344,8 @@ def cmd_check_run(args: argparse.Namespace) -> Result:
 
 
 def cmd_shards(args: argparse.Namespace) -> Result:
+    """How many ``--shard K/N`` jobs the plan needs (the N), for a GitHub matrix or a SLURM job
+    array: the number alone on stdout (``N=$(pipeline shards)``), the matrix as step outputs."""
     from pipeline import workflow
     from pipeline.detect import load_plan
 
@@ -345,11 +354,12 @@ def cmd_shards(args: argparse.Namespace) -> Result:
     planned = len(load_plan(plan)) if plan.is_file() else 0
     count = workflow.shard_count(planned, records_per_shard=args.records_per_shard,
                                  max_shards=args.max_shards)
-    print(f"shards: {planned} record(s) planned: {count} shard(s) of about "
-          f"{-(-planned // count)} record(s)")
-    _report("shards", outputs={"count": count, "shards": list(range(1, count + 1)),
+    log.info("shards: %d planned record(s) in %d shard(s) of up to %d (at most %d shards)",
+             planned, count, args.records_per_shard, args.max_shards)
+    _report("shards", outputs={"count": count, "shards": json.dumps(list(range(1, count + 1))),
                                "planned": planned})
-    return Result(0)
+    return Result(0, [str(count)], {"count": count, "planned": planned,
+                                    "shards": list(range(1, count + 1))})
 
 
 def cmd_check_outcomes(args: argparse.Namespace) -> Result:
@@ -556,8 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--plan", default=None, help="plan file (default: WORKDIR/plan.json)")
     pr.add_argument("--shard", default=None, metavar="K/N", type=shard_spec,
                     help="process only shard K of N (1-based), for matrix jobs and job arrays")
-    pr.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                    help="worker processes (default 1)")
+    pr.add_argument("--jobs", type=parse_jobs, default=1, metavar="N",
+                    help="worker processes (default 1); 'auto': the CPUs this task was given "
+                         "(SLURM_CPUS_PER_TASK, else the CPUs it may run on)")
+    pr.add_argument("--allow-record-failures", action="store_true",
+                    help="exit 0 when only records failed (they are retried by later runs); "
+                         "for job arrays whose next job waits for success")
     command("version", "assemble a new dataset version (no-op when nothing changed)",
             "Fold the processed records into a new immutable dataset version (HDF5 parts, "
             "index, dataset card, changelog, checksums). Does nothing when nothing changed.")
@@ -577,8 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "The whole pipeline: detect, process, version, publish and notify. Record "
                 "failures do not stop it; any other failing stage does.")
     _detect_options(r)
-    r.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                   help="worker processes for process")
+    r.add_argument("--jobs", type=parse_jobs, default=1, metavar="N",
+                   help="worker processes for process (a number, or 'auto')")
     r.add_argument("--target", choices=("zenodo", "kaggle", "all"), default="all",
                    help=TARGET_HELP)
     command("status", "records, versions, notifications and publishing in progress",

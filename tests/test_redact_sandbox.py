@@ -18,11 +18,11 @@ import h5py
 import numpy as np
 import pytest
 import requests
+from pipeline.restore import restore_version
 
 from pipeline.demo import sandbox_environ, sandbox_manifest
 from pipeline.loader import iter_images
 from pipeline.manifest import load
-from pipeline.restore import restore_version
 from pipeline.sandbox import KAGGLE_KEY, KAGGLE_USERNAME, Sandbox
 from pipeline.sandbox.secrets import Planted
 from pipeline.state import State
