@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def published_record(entry: Mapping[str, Any]) -> str | None:
     return str(record_id) if record_id else None
 
 
-def record_holding(versions: list[Mapping[str, Any]], name: str, md5: str
+def record_holding(versions: Sequence[Mapping[str, Any]], name: str, md5: str
                    ) -> tuple[str, Mapping[str, Any]] | None:
     """``(record id, version entry)`` of the newest published version listing ``name`` with
     ``md5``, or None if no published version holds it."""
@@ -86,7 +86,7 @@ class PublishedFiles:
         self.bytes_downloaded = 0
         self.files_downloaded = 0
         self._http: HttpClient | None = None
-        self._records: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, Any] = {}
 
     def close(self) -> None:
         if self._http is not None:

@@ -331,7 +331,8 @@ class _Scanner:
         )
         from detect_secrets.util.filetype import FileType, determine_file_type
 
-        classes = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+        classes: dict[str, Any] = {
+            cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
         self.plugins = {name: cls() for name, cls in sorted(classes.items())
                         if name not in DISABLED_PLUGINS}
         self._regex_type = RegexBasedDetector
@@ -625,7 +626,7 @@ def _shortest(plugin: Any) -> int:
 
 def _compile_set(triggers: dict[str, tuple[str, ...]]) -> tuple[Any, list[str]]:
     """An RE2 set of every trigger: which plugins a line can interest, in one call."""
-    import re2
+    import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
     options = re2.Options()
     options.log_errors = False

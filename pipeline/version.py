@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -306,7 +306,7 @@ def _listing(entry: Mapping[str, Any] | None) -> dict[str, tuple[int, str, str]]
             for n in entry["files"] if n not in FIXED_FILES}
 
 
-def _part_range(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+def _part_range(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ids = sorted((str(r["id"]) for r in rows), key=id_key)
     return {"records": len(ids), "first": ids[0] if ids else None,
             "last": ids[-1] if ids else None}

@@ -329,6 +329,7 @@ class ZenodoService:
             made = self.corpus.planted_secrets(self.now())
             self._put_many([made])
         spec = next(iter(made.blobs.values()))
+        assert isinstance(spec, ArchiveSpec)
         return json.loads(self._json[made.record["id"]]), planted_secrets(spec.release)
 
     def add_bulk(self, n: int, day: date | str) -> list[int]:
