@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pytest
 import requests
+
 from pipeline.demo import sandbox_environ, sandbox_manifest
 from pipeline.loader import iter_images
 from pipeline.manifest import load
