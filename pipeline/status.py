@@ -38,8 +38,11 @@ def status_info(state: State) -> dict[str, Any]:
         "notifications": state.notifications,
         "failed_notifications": failed_notes,
         "publishing": [{"destination": name, "version": entry.get("version"),
+                        "what": entry.get("what") or
+                        f"version {entry.get('version')} to {name}",
                         "steps": list(entry.get("steps", [])),
-                        "last_step": (entry.get("steps") or [None])[-1]}
+                        "last_step": (entry.get("steps") or [None])[-1],
+                        "error": entry.get("error") or ""}
                        for name, entry in sorted(state.journal.items())],
         "destinations": state.destinations,
         "journal": state.journal,
@@ -106,9 +109,11 @@ def status_text(info: dict[str, Any], *, state_path: str, command: str = "pipeli
                        ("version", "channel", "attempts", "error"))]
     for p in info["publishing"]:
         done = ", ".join(p["steps"]) or "none yet"
-        out += ["", f"publishing in progress: version {p['version']} to {p['destination']}; "
+        out += ["", f"publishing in progress: {p['what']}; "
                     f"steps done: {done}. `{command} publish` finishes this same version "
                     "(it never creates a second one)"]
+        if p["error"]:
+            out.append(f"  last error: {_short(p['error'])}")
     if info["destinations"]:
         out += ["", "destinations:"]
         for name, ids in sorted(info["destinations"].items()):

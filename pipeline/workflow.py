@@ -94,9 +94,12 @@ def unfinished_work(manifest: Manifest, state: State) -> list[str]:
     """Work an earlier run left (a publish in progress, a version not yet on every destination,
     a notification to retry): the publish job runs for it even on a day without new records."""
     from pipeline.notify import MAX_ATTEMPTS, announceable, enabled_destinations
+    from pipeline.publish.zenodo import LINKS_JOURNAL, forward_links
 
-    why = [f"publishing {entry.get('version')} to {name} is in progress"
-           for name, entry in sorted(state.journal.items())]
+    why = [f"publishing {entry.get('what') or str(entry.get('version')) + ' to ' + name} is in "
+           "progress" for name, entry in sorted(state.journal.items())]
+    if forward_links(state.destinations.get("zenodo", {})) and LINKS_JOURNAL not in state.journal:
+        why.append("earlier Zenodo volumes are to be linked to the newest one")
     latest = state.latest_version
     if latest is not None and not announceable(latest, enabled_destinations(manifest)):
         why.append(f"version {latest['version']} is not yet on every destination")

@@ -24,6 +24,8 @@ from pipeline.errors import PublishError
 from pipeline.manifest import ZenodoDestination
 from pipeline.publish import BuiltVersion, Journal, publish
 from pipeline.publish.zenodo import (
+    FORWARD,
+    LINKS_JOURNAL,
     FileBody,
     FilePlan,
     ZenodoPublisher,
@@ -32,7 +34,7 @@ from pipeline.publish.zenodo import (
     plan_files,
 )
 from pipeline.sandbox import KAGGLE_KEY, KAGGLE_USERNAME, ZENODO_TOKEN, Sandbox
-from pipeline.sandbox.server import FaultRule
+from pipeline.sandbox.server import FaultRule, Request, Response, zenodo_error
 from pipeline.state import State
 from pipeline.version import build_version
 
@@ -605,3 +607,118 @@ def test_a_lost_create_answer_adopts_our_draft_and_says_why(
     assert setup.state.destinations["zenodo"]["dataset_id"] in message
     assert str(setup.state.path) in message and "To stop this" in message
     _assert_published_exactly(setup, built, versions=1)
+
+
+# -- forward links from closed volumes (issue 8 item 3) -------------------------------------------
+
+def _roll_to_volume(setup: Setup, volume: int, publisher: ZenodoPublisher | None = None) -> Any:
+    """Build and publish versions (the first of the six records, then three new records each)
+    until ``volume`` starts; the report of that last publish."""
+    new = (str(n) for n in range(107 + 3 * len(setup.state.versions), 300))
+    for _ in range(12):
+        built = setup.build(*(next(new) for _ in range(3 if setup.state.versions else 0)))
+        report = setup.publish(publisher) if built.volume == volume else setup.publish()
+        if built.volume == volume:
+            return report
+    raise AssertionError(f"volume {volume} never started")
+
+
+def _forward(record: dict[str, Any]) -> list[str]:
+    return [r["identifier"] for r in record["metadata"].get("related_identifiers", [])
+            if r["relation"] == FORWARD]
+
+
+def _requests(setup: Setup, since: int, pattern: str) -> int:
+    return sum(1 for e in setup.sandbox.server.log[since:]
+               if e["method"] == "POST" and re.search(pattern, e["path"]))
+
+
+@pytest.fixture
+def volumes(tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Setup:
+    monkeypatch.setenv(TOKEN_ENV, ZENODO_TOKEN)
+    return Setup(tmp_path, sandbox, volume_max_bytes=200_000)
+
+
+@pytest.mark.timeout(120)
+def test_every_closed_volume_points_forward_to_every_later_volume(volumes: Setup) -> None:
+    setup = volumes
+    report = _roll_to_volume(setup, 2)
+    assert "volume 1 (record" in report.text() and not report.failed
+    known = setup.state.destinations["zenodo"]["volumes"]
+    first = _record(setup, known["1"]["record_id"])
+    first_files = {f["key"]: f["checksum"] for f in first["files"]}
+    _roll_to_volume(setup, 3)
+    known = setup.state.destinations["zenodo"]["volumes"]
+    assert setup.state.journal == {}
+    one, two = (_record(setup, known[v]["record_id"]) for v in ("1", "2"))
+    assert _forward(one) == [known["2"]["concept_doi"], known["3"]["concept_doi"]]
+    assert _forward(two) == [known["3"]["concept_doi"]]
+    description = one["metadata"]["description"]
+    assert description.count("Later volumes of this dataset") == 1   # replaced, not repeated
+    assert f"volume 3 (<a href=\"https://doi.org/{known['3']['concept_doi']}\">" in description
+    # an edit of the metadata only: same record, DOI and files; the back link is kept
+    assert one["doi"] == known["1"]["doi"] and one["revision"] == 3
+    assert {f["key"]: f["checksum"] for f in one["files"]} == first_files
+    assert {"identifier": known["1"]["concept_doi"], "relation": "continues",
+            "scheme": "doi"} in two["metadata"]["related_identifiers"]
+    # nothing left to link: the next publish sends no request
+    start = len(setup.sandbox.server.log)
+    setup.publish()
+    assert setup.sandbox.server.log[start:] == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("pattern", "nth", "edits"), [
+    (r"/actions/edit$", 1, 2),        # the edit opened by the server, the answer lost
+    (r"/actions/publish$", 2, 1),     # the edit published by the server, the answer lost
+], ids=["after-edit", "after-edit-published"])
+def test_a_kill_between_new_volume_and_old_volume_edit_is_finished_by_the_rerun(
+        volumes: Setup, pattern: str, nth: int, edits: int) -> None:
+    setup = volumes
+    start = len(setup.sandbox.server.log)
+    with pytest.raises(Crash):
+        _roll_to_volume(setup, 2, CrashingPublisher(setup.dest, "POST", pattern, nth=nth))
+    setup.reload()
+    assert setup.state.versions[-1]["published"]["zenodo"]          # the new volume is out
+    assert setup.state.journal[LINKS_JOURNAL]["steps"][-1].startswith("volume-1:")
+    report = setup.publish()
+    assert setup.state.journal == {} and "volume 1 (record" in report.text()
+    known = setup.state.destinations["zenodo"]["volumes"]
+    record = _record(setup, known["1"]["record_id"])
+    assert _forward(record) == [known["2"]["concept_doi"]]
+    assert record["metadata"]["description"].count("Later volumes of this dataset") == 1
+    assert _requests(setup, start, r"/actions/edit$") == edits   # never a second edit once linked
+    assert record["revision"] == 2
+    assert not [d for d in setup.sandbox.deposit.depositions() if d["state"] != "done"]
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_edit_of_an_old_volume_is_a_warning_retried_next_run(volumes: Setup) -> None:
+    from pipeline.status import status_info, status_text
+    from pipeline.workflow import unfinished_work
+
+    setup = volumes
+
+    def refuse(request: Request) -> Response | None:
+        return zenodo_error(403, "Permission denied.") if request.path.endswith(
+            "/actions/edit") else None
+
+    setup.sandbox.server.before.append(refuse)
+    report = _roll_to_volume(setup, 2)
+    # the new volume is published and recorded; the link is a warning, not a failed publish
+    assert not report.failed and report.results[0].outcome == "published"
+    assert report.outputs()["zenodo_volume_links"] == "failed"
+    assert "WARNING" in report.text() and "Permission denied" in report.text()
+    entry = setup.state.journal[LINKS_JOURNAL]
+    assert "Permission denied" in entry["error"]
+    text = status_text(status_info(setup.state), state_path="state.json")
+    assert "forward links from earlier volumes to volume 2" in text and "last error:" in text
+    assert any("forward links" in why for why in unfinished_work(setup.manifest, setup.state))
+    setup.sandbox.server.before.remove(refuse)
+    setup.reload()
+    report = setup.publish()
+    assert report.results[0].outcome == "up-to-date" and "volume 1 (record" in report.text()
+    known = setup.state.destinations["zenodo"]["volumes"]
+    assert _forward(_record(setup, known["1"]["record_id"])) == [known["2"]["concept_doi"]]
+    assert setup.state.journal == {}
+    assert unfinished_work(setup.manifest, setup.state) == []

@@ -115,6 +115,8 @@ class PublishReport:
     version: str | None
     dry_run: bool = False
     results: list[DestinationResult] = field(default_factory=list)
+    volume_lines: list[str] = field(default_factory=list)   # forward links added (or planned)
+    volume_error: str | None = None   # links that failed: a warning, retried by the next run
 
     @property
     def failed(self) -> bool:
@@ -131,6 +133,9 @@ class PublishReport:
             lines.append(f"  {r.name}: {r.outcome}" + (f" {where}" if where else "")
                          + (f": {r.error}" if r.error else ""))
             lines += [f"    {line}" for line in r.lines]
+        lines += [f"  zenodo volumes: {line}" for line in self.volume_lines]
+        if self.volume_error:
+            lines.append(f"  zenodo volumes: WARNING: {self.volume_error}")
         return "\n".join(lines)
 
     def outputs(self) -> dict[str, Any]:
@@ -141,6 +146,8 @@ class PublishReport:
             for key in ("doi", "url"):
                 if r.detail.get(key):
                     out[f"{r.name}_{key}"] = r.detail[key]
+        if self.volume_lines or self.volume_error:
+            out["zenodo_volume_links"] = "failed" if self.volume_error else "linked"
         return out
 
     def markdown(self) -> str:
@@ -149,8 +156,12 @@ class PublishReport:
         rows = "".join(f"| {r.name} | {r.outcome} | {r.detail.get('doi') or ''} | "
                        f"{r.detail.get('url') or ''} | {(r.error or '').replace('|', '/')} |\n"
                        for r in self.results)
+        notes = "".join(f"\n- Zenodo volumes: {line}" for line in self.volume_lines)
+        if self.volume_error:
+            notes += f"\n- **Warning** (retried by the next run): {self.volume_error}"
         return (f"## publish {self.version}{' (dry run)' if self.dry_run else ''}\n\n"
-                "| destination | outcome | DOI | URL | error |\n|---|---|---|---|---|\n" + rows)
+                "| destination | outcome | DOI | URL | error |\n|---|---|---|---|---|\n" + rows
+                + (f"{notes}\n" if notes else ""))
 
 
 def make_publisher(name: str, dest: Any, workdir: Path, *, sleep: Callable[[float], None]
@@ -253,7 +264,41 @@ def publish(manifest: Any, state: State, workdir: str | os.PathLike[str], *,
                                                   files))
             continue
         report.results.append(_publish_one(publisher, built, state, entry))
+    zenodo = manifest.destinations.zenodo
+    if (target in ("all", "zenodo") and zenodo is not None and zenodo.enabled
+            and zenodo.mode == "publish"):
+        _link_volumes(report, state, (publishers or {}).get("zenodo")
+                      or make_publisher("zenodo", zenodo, workdir, sleep=sleep))
     return report
+
+
+def _link_volumes(report: PublishReport, state: State, publisher: Publisher) -> None:
+    """Point every closed Zenodo volume to the later ones (``ZenodoPublisher.link_volumes``).
+
+    Separate from the version's publish on purpose: it runs whether or not this run published
+    (so a run killed after the new volume was published finishes the links), and its failure
+    is a warning, never a failed publish: the new volume stays published, Kaggle and notify go
+    on, and the journal entry it leaves makes ``status`` show it and the next run retry it.
+    """
+    from pipeline.publish.zenodo import LINKS_JOURNAL, forward_links
+
+    known = state.destinations.get("zenodo", {})
+    if not forward_links(known) and LINKS_JOURNAL not in state.journal:
+        return   # nothing to link: no request at all
+    if report.dry_run:
+        describe = getattr(publisher, "describe_links", None)
+        report.volume_lines += describe(known) if describe else []
+        return
+    link = getattr(publisher, "link_volumes", None)
+    if link is None:
+        return
+    try:
+        report.volume_lines += link(known, Journal(state, LINKS_JOURNAL))
+    except PipelineError as exc:
+        log.debug("zenodo volumes: %s", exc)
+        report.volume_error = str(exc)
+    finally:
+        state.save()
 
 
 def _publish_kaggle(publisher: Publisher, built: BuiltVersion, state: State,

@@ -51,7 +51,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.dataset import BuiltVersion, version_key
-from pipeline.errors import PublishError, ServiceError
+from pipeline.errors import PipelineError, PublishError, ServiceError
 from pipeline.http import HttpClient, Sleep
 from pipeline.manifest import ZenodoDestination
 from pipeline.publish import Journal
@@ -169,6 +169,56 @@ def deposit_metadata(package: Mapping[str, Any], built: BuiltVersion, *, today: 
         meta["related_identifiers"] = related
     if community:
         meta["communities"] = [{"identifier": community}]
+    return meta
+
+
+FORWARD = "isContinuedBy"   # DataCite's inverse of "Continues"; Zenodo maps it to "iscontinuedby"
+LINKS_JOURNAL = "zenodo-volumes"   # the state journal of the forward-link edits
+_LATER_RE = re.compile(r"<p>Later volumes of this dataset:.*?</p>", re.S)
+READ_ONLY = ("prereserve_doi",)   # deposit metadata Zenodo shows but does not take back
+
+
+def forward_links(known: Mapping[str, Any]) -> dict[int, list[tuple[int, str]]]:
+    """Closed volumes whose newest record does not yet point to every later volume:
+    ``{volume: [(later volume, its concept DOI), ...]}`` (every later volume, in order).
+
+    Decided from the state alone (``volumes.<n>.continued_by`` lists the concept DOIs a volume's
+    record was verified to link to), so a run with nothing to link sends no request.
+    """
+    volumes = known.get("volumes") or {}
+    dois = {int(v): str(k["concept_doi"]) for v, k in volumes.items() if k.get("concept_doi")}
+    out: dict[int, list[tuple[int, str]]] = {}
+    for v, k in volumes.items():
+        later = [(u, doi) for u, doi in sorted(dois.items()) if u > int(v)]
+        if later and (k.get("record_id") or k.get("deposition_id")) and not (
+                {doi for _, doi in later} <= set(k.get("continued_by") or [])):
+            out[int(v)] = later
+    return dict(sorted(out.items()))
+
+
+def _forward_dois(metadata: Mapping[str, Any]) -> set[str]:
+    return {str(r.get("identifier")).lower() for r in metadata.get("related_identifiers") or []
+            if str(r.get("relation", "")).lower() == FORWARD.lower()}
+
+
+def forward_metadata(metadata: Mapping[str, Any], later: list[tuple[int, str]]
+                     ) -> dict[str, Any]:
+    """A closed volume's full deposit metadata (as the edit draft shows it) plus an
+    ``isContinuedBy`` related identifier for each later volume and a paragraph naming them.
+
+    Everything else is kept as it is (the PUT replaces the metadata, §5.2), including what a
+    person may have edited on Zenodo; the paragraph replaces the one an earlier link wrote.
+    """
+    meta = {k: v for k, v in metadata.items() if k not in READ_ONLY}
+    have = _forward_dois(meta)
+    meta["related_identifiers"] = list(meta.get("related_identifiers") or []) + [
+        {"identifier": doi, "relation": FORWARD, "scheme": "doi"}
+        for _, doi in later if doi.lower() not in have]
+    names = ", ".join(f'volume {u} (<a href="https://doi.org/{html.escape(doi)}">'
+                      f"doi:{html.escape(doi)}</a>)" for u, doi in later)
+    paragraph = (f"<p>Later volumes of this dataset: {names}. Newer records are there; the "
+                 "newest volume's catalog.json lists every volume.</p>")
+    meta["description"] = _LATER_RE.sub("", str(meta.get("description") or "")) + paragraph
     return meta
 
 
@@ -305,6 +355,8 @@ class ZenodoPublisher:
         """Publish ``built`` as the next version of its volume (a new concept record for a new
         volume); ``known`` is the state's ``destinations.zenodo``, per volume under
         ``volumes``, with the current volume's ids also at the top level."""
+        if built.volume > 1:   # a state from before volumes: keep volume 1's ids before the
+            volume_known(known, 1)   # top level starts mirroring volume 2
         vk = volume_known(known, built.volume)
         try:
             return self._publish(built, known, vk, journal)
@@ -583,3 +635,105 @@ class ZenodoPublisher:
                     raise
                 self.sleep(2.0 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- forward links from closed volumes ------------------------------------------------------
+    def describe_links(self, known: Mapping[str, Any]) -> list[str]:
+        """The forward links :meth:`link_volumes` would add (``--dry-run``)."""
+        volumes = known.get("volumes") or {}
+        return [f"zenodo: edit volume {v}'s record "
+                f"{volumes[str(v)].get('record_id') or volumes[str(v)].get('deposition_id')} "
+                f"(metadata only) to point to volume(s) "
+                + ", ".join(f"{u} ({doi})" for u, doi in later)
+                for v, later in forward_links(known).items()]
+
+    def link_volumes(self, known: dict[str, Any], journal: Journal) -> list[str]:
+        """Make the newest record of every closed volume point to every later volume.
+
+        Why: a new volume links back to the earlier ones ("continues"), but a reader who finds
+        only an old volume must learn of the newer ones too. A published record's metadata can
+        be edited without a new version (§5.2 actions/edit, PUT, actions/publish; its files stay
+        locked), so the closed volume keeps its DOI and files and gains an ``isContinuedBy``
+        link per later volume and a paragraph naming them.
+
+        Restart-safe: each step is in ``journal`` (the state's ``zenodo-volumes`` entry) before
+        it happens; a volume's record is read first and not edited when it already links to
+        every later volume; an edit left open by a killed run is finished, one this pipeline did
+        not open is reported and left to the person. Volumes are independent: every one is
+        tried, and a failure raises one :class:`PublishError` after the others (the journal
+        keeps the error, so ``status`` shows it and the next ``publish`` retries). Returns one
+        line per volume linked.
+        """
+        pending = forward_links(known)
+        if not pending:
+            if journal.entry:
+                journal.finish()
+            return []
+        volumes = known["volumes"]
+        newest = max(u for later in pending.values() for u, _ in later)
+        entry = journal.begin(f"volume {newest}")
+        entry.setdefault("what", f"forward links from earlier volumes to volume {newest}")
+        lines, errors = [], []
+        for v, later in pending.items():
+            try:
+                lines.append(self._link_volume(v, volumes[str(v)], later, journal))
+            except PipelineError as exc:
+                errors.append(f"volume {v}: {exc}")
+        if errors:
+            journal.entry["error"] = "; ".join(errors)
+            journal.state.save()
+            raise PublishError(
+                f"could not point {len(errors)} earlier volume(s) to the newer ones: "
+                + "; ".join(errors), stage=STAGE, url=self.dest.url,
+                hint="the new version is published; the next `publish` retries the links "
+                "(`status` shows them as in progress)")
+        journal.finish()
+        return lines
+
+    def _link_volume(self, volume: int, vk: dict[str, Any], later: list[tuple[int, str]],
+                     journal: Journal) -> str:
+        record_id = str(vk.get("record_id") or vk.get("deposition_id"))
+        dois = [doi for _, doi in later]
+        step = f"volume-{volume}"
+        done = (f"volume {volume} (record {record_id}) points to volume(s) "
+                + ", ".join(str(u) for u, _ in later))
+        if {d.lower() for d in dois} <= _forward_dois(self._read_record(record_id)["metadata"]):
+            vk["continued_by"] = dois            # linked by an earlier run whose answer was lost
+            journal.step(f"{step}:linked")
+            return done
+        dep = self._get(record_id)
+        if dep is None:
+            raise PublishError(f"deposition {record_id} of volume {volume} does not exist",
+                               stage=STAGE, url=self.dest.url,
+                               hint="fix destinations.zenodo.volumes in the state file")
+        if dep.get("state") == "inprogress" and not journal.done(f"{step}:edit-requested"):
+            raise PublishError(
+                f"record {record_id} of volume {volume} has an edit open on Zenodo that this "
+                "pipeline did not start", stage=STAGE,
+                url=f"{self.dest.url}/deposit/{record_id}",
+                hint="publish or discard that edit on Zenodo; the next `publish` adds the link")
+        journal.step(f"{step}:edit-requested")
+        dep = self._call("POST", f"{DEPOSITIONS}/{record_id}/actions/edit", ok=(201,),
+                         hint="check the token's deposit:actions scope")
+        try:
+            self._call("PUT", f"{DEPOSITIONS}/{record_id}",
+                       json={"metadata": forward_metadata(dep.get("metadata") or {}, later)})
+            journal.step(f"{step}:publish-requested")
+            self._call("POST", f"{DEPOSITIONS}/{record_id}/actions/publish", ok=(202,))
+        except ServiceError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:   # refused: close the edit
+                try:
+                    self._call("POST", f"{DEPOSITIONS}/{record_id}/actions/discard",
+                               ok=(201, 404))
+                except PipelineError:
+                    log.debug("zenodo: could not discard the edit of %s", record_id)
+            raise
+        got = _forward_dois(self._read_record(record_id)["metadata"])
+        if not {d.lower() for d in dois} <= got:
+            raise PublishError(f"record {record_id} of volume {volume} does not show the links "
+                               "after the edit", stage=STAGE,
+                               url=f"{self.dest.url}/api/records/{record_id}",
+                               expected=", ".join(dois), got=", ".join(sorted(got)) or "none",
+                               hint="the next `publish` tries again")
+        vk["continued_by"] = dois
+        journal.step(f"{step}:linked")
+        return done

@@ -25,6 +25,14 @@ Why faithful: publishing must survive Zenodo's real semantics, which differ from
   **all files of the latest published version imported** and ``version``/``publication_date``
   dropped from the metadata (§5.3); a second call while that draft holds files is 400
   "Please remove all files first." (field ``files.enabled``);
+* ``actions/edit`` on a published deposition opens an edit (201, ``state: "inprogress"``,
+  ``submitted`` stays true): its metadata may be replaced by PUT and published again (202) with
+  the same record id, DOI and files (the record's ``revision`` grows; ``discard`` returns to the
+  published metadata). Its files stay locked: an upload or file delete on a published
+  deposition, in an edit or not, is 403 ``{"status": 403, "message": "Bucket is locked for
+  modifications."}`` (invenio-files-rest ``BucketLockedError``, observed on zenodo.org).
+  ``edit`` on a deposition never published answers the draft itself (invenio-drafts-resources
+  ``edit`` returns an existing draft);
 * the legacy JSON hard-codes ``metadata.prereserve_doi.doi = 10.5281/zenodo.<id>`` while the
   published DOI is ``10.5072/zenodo.<id>`` as on sandbox.zenodo.org (§5.1): never trust the former.
 
@@ -72,6 +80,7 @@ MAX_BYTES = 50 * 10**9
 QUOTA_EXCEEDED = "Bucket quota exceeded."
 TOO_MANY_FILES = "Too many files."
 DENIED = "Permission denied."
+BUCKET_LOCKED = "Bucket is locked for modifications."
 
 
 def validation_error(errors: list[dict[str, Any]]) -> Response:
@@ -302,8 +311,8 @@ class DepositService:
         return body if isinstance(body, dict) else {}
 
     def _store_file(self, dep: Deposition, name: str, data: bytes) -> DepositFile | Response:
-        if dep.published_at is not None:  # a published version's files are fixed
-            return zenodo_error(403, DENIED)
+        if dep.published_at is not None:  # a published version's files are fixed, edit or not
+            return zenodo_error(403, BUCKET_LOCKED)
         if not data:
             return zenodo_error(400, "Empty files are not accepted.")
         others = [f for f in dep.files if f.filename != name]   # same key: replaced
@@ -410,7 +419,7 @@ class DepositService:
         if isinstance(dep, Response):
             return dep
         if dep.published_at is not None:
-            return zenodo_error(403, DENIED)
+            return zenodo_error(403, BUCKET_LOCKED)
         kept = [f for f in dep.files if f.id != request.params["file_id"]]
         if len(kept) == len(dep.files):
             return zenodo_error(404, "File does not exist.")
