@@ -10,6 +10,10 @@ state file, atomically. A rerun reads the journal and *finishes* the same versio
 open draft or the version already published (by its version string and checksums) instead of
 creating another. The journal entry is cleared only once the destination holds exactly the files
 ``version`` built, verified by reading them back.
+
+After the destinations, closed Zenodo volumes are linked forward to the newer ones (an edit of
+their metadata, journaled as ``zenodo-volumes``); that step's failure is a warning in the report,
+never a failed publish, and the next run retries it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ The lifecycle, one small method each (after cthoyt/zenodo-client ``api.py``)::
     publish     POST actions/publish (202), unless ``mode: draft`` (a verified draft is left)
     verify      GET /api/records/{id}: version string, file names, sizes and md5 must equal the
                 built version's, or the publish is reported as failed
+    link        once a new volume is published, edit the newest record of every earlier volume
+                (actions/edit, PUT the full metadata plus ``isContinuedBy`` the later volumes'
+                concept DOIs, actions/publish: same DOI, files locked) so each points forward
+                (:meth:`ZenodoPublisher.link_volumes`, its own journal ``zenodo-volumes``)
 
 Quirks handled (dated): a second newversion while a draft exists answers 400 "Please remove all
 files first." (§5.3, observed 2026-02 and 2026-04): the draft is located by listing the
