@@ -268,3 +268,31 @@ def test_listing_filters_by_status_and_query(api: requests.Session, sandbox: San
     assert [d["id"] for d in api.get(url, params={"status": "published"}).json()] == [v1["id"]]
     same = api.get(url, params={"q": f"conceptrecid:{v1['conceptrecid']}"}).json()
     assert {d["id"] for d in same} == {v1["id"], draft["id"]}
+
+
+def test_an_edit_changes_metadata_only_and_keeps_the_record(api: requests.Session,
+                                                             sandbox: Sandbox) -> None:
+    v1 = publish_first(api, sandbox, {"a.txt": b"a"})
+    locked = {"status": 403, "message": "Bucket is locked for modifications."}
+    edit = api.post(v1["links"]["edit"])
+    assert edit.status_code == 201
+    body = edit.json()
+    assert body["state"] == "inprogress" and body["submitted"] is True
+    # files stay locked in an edit: neither upload API nor a file delete changes them
+    bucket = body["links"]["bucket"]
+    for r in (api.put(f"{bucket}/b.txt", data=b"b"),
+              api.post(f"{v1['links']['self']}/files", files={"file": ("b.txt", b"b")}),
+              api.delete(f"{v1['links']['self']}/files/{body['files'][0]['id']}")):
+        assert (r.status_code, r.json()) == (403, locked)
+    related = [{"identifier": "10.5072/zenodo.9", "relation": "isContinuedBy", "scheme": "doi"}]
+    assert api.put(v1["links"]["self"],
+                   json=metadata(related_identifiers=related)).status_code == 200
+    published = api.post(v1["links"]["publish"])
+    assert published.status_code == 202 and published.json()["state"] == "done"
+    record = requests.get(f"{sandbox.url}/api/records/{v1['id']}", timeout=10).json()
+    assert record["metadata"]["related_identifiers"] == related
+    assert record["doi"] == v1["doi"] and record["revision"] == 2
+    assert [(f["key"], f["checksum"]) for f in record["files"]] == [
+        ("a.txt", "md5:" + hashlib.md5(b"a").hexdigest())]
+    # published again: still locked
+    assert api.put(f"{bucket}/b.txt", data=b"b").json() == locked
