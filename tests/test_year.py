@@ -59,8 +59,11 @@ def test_six_days_on_fresh_runners_roll_volumes_over_before_the_quota(
         kaggle = {n: f.size for n, f in box.kaggle.datasets[KAGGLE_DATASET].current.files.items()}
         # download every volume's newest record, one folder each, and load across them
         downloads = tmp_path / "downloads"
+        forward: dict[str, list[str]] = {}
         for number, vol in volumes.items():
             rec = requests.get(f"{box.url}/api/records/{vol['record_id']}", timeout=10).json()
+            forward[number] = [r["identifier"] for r in rec["metadata"].get(
+                "related_identifiers", []) if r["relation"] == "isContinuedBy"]
             folder = downloads / f"volume-{number}"
             folder.mkdir(parents=True)
             for f in rec["files"]:
@@ -76,6 +79,11 @@ def test_six_days_on_fresh_runners_roll_volumes_over_before_the_quota(
     others = [v["concept_doi"] for n, v in volumes.items() if n != str(catalog["volume"])]
     assert others and all(doi in texts["catalog.json"].decode() for doi in others)
     assert all(doi in texts["README.md"].decode() for doi in others)
+    # and every older volume's newest record points forward to every later volume
+    for number in volumes:
+        assert forward[number] == [volumes[str(n)]["concept_doi"] for n in
+                                   range(int(number) + 1, len(volumes) + 1)], (number, forward)
+    assert state.journal == {}
     # every cycle downloads far less of the published dataset than a whole version
     for c in cycles[1:]:
         assert c.downloaded <= KAGGLE + 20_000 < c.dataset_bytes, c
