@@ -407,3 +407,65 @@ def test_a_publish_killed_between_volume_full_and_new_volume_published_makes_one
                           timeout=10).json()
     assert {f["key"]: f["checksum"] for f in record["files"]} == built.md5
     assert state.versions[-1]["published"].keys() == {"zenodo", "kaggle"}
+    old = requests.get(f"{world.sandbox.url}/api/records/{volumes['1']['record_id']}",
+                       timeout=10).json()
+    assert {"identifier": volumes["2"]["concept_doi"], "relation": "isContinuedBy",
+            "scheme": "doi"} in old["metadata"]["related_identifiers"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("hook", "path", "step"), [
+    # the old volume's edit opened by the server, the answer lost
+    ("after", DEPOSITIONS + "/{id}/actions/edit", "volume-1:edit-requested"),
+    # the old volume's new metadata not acted on (the edit stays open on Zenodo)
+    ("before", DEPOSITIONS + "/{id}", "volume-1:edit-requested"),
+    # the edit published by the server, the answer lost
+    ("after", DEPOSITIONS + "/{id}/actions/publish", "volume-1:publish-requested"),
+], ids=["after-edit", "before-metadata", "after-edit-published"])
+def test_a_publish_killed_between_new_volume_published_and_old_volume_edited(
+        tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch,
+        hook: Literal["before", "after"], path: str, step: str) -> None:
+    """Volume 2 is published (Zenodo and Kaggle), then the process is SIGKILLed while it edits
+    volume 1's record to point forward; the rerun finishes the link, edits the record at most
+    once more, and leaves no edit open."""
+    world = World(tmp_path, sandbox, monkeypatch,
+                  overrides={"destinations.zenodo.volume_max_bytes": 500_000})
+    try:
+        built = world.version_2()
+        assert built.volume == 2
+        # the boundary is a request about volume 1's record (volume 2 is published before it)
+        volume_1 = world.state().destinations["zenodo"]["volumes"]["1"]["record_id"]
+        killer = Killer(world.sandbox, Boundary(
+            "zenodo-volumes", "zenodo", hook, "PUT" if hook == "before" else "POST",
+            path.format(id=volume_1), step))
+        killer.install()
+        proc = world.spawn()
+        killer.arm(proc)
+        assert proc.wait(PROCESS_TIMEOUT) == -signal.SIGKILL, world.output()
+        assert killer.fired_on, world.output()
+        state = world.state()
+        assert state.versions[-1]["published"].keys() == {"zenodo", "kaggle"}  # volume 2 is out
+        assert state.journal["zenodo-volumes"]["steps"][-1] == step
+        edits_before = sum(1 for e in world.sandbox.server.log if e["path"].endswith(
+            f"/{volume_1}/actions/edit"))
+        proc = world.spawn()
+        assert proc.wait(PROCESS_TIMEOUT) == 0, world.output()
+    finally:
+        world.stop()
+    state = world.state()
+    assert state.journal == {}
+    volumes = state.destinations["zenodo"]["volumes"]
+    assert volumes["1"]["continued_by"] == [volumes["2"]["concept_doi"]]
+    record = requests.get(f"{world.sandbox.url}/api/records/{volume_1}", timeout=10).json()
+    links = [r for r in record["metadata"]["related_identifiers"]
+             if r["relation"] == "isContinuedBy"]
+    assert links == [{"identifier": volumes["2"]["concept_doi"], "relation": "isContinuedBy",
+                      "scheme": "doi"}]
+    assert record["metadata"]["description"].count("Later volumes of this dataset") == 1
+    assert not [d["id"] for d in world.sandbox.deposit.depositions() if d["state"] != "done"]
+    edits = sum(1 for e in world.sandbox.server.log if e["path"].endswith(
+        f"/{volume_1}/actions/edit"))
+    assert edits - edits_before == (0 if step.endswith("publish-requested") else 1)
+    start = len(world.sandbox.server.log)
+    world.cli("publish")                                   # a third run has nothing to do
+    assert world.sandbox.server.log[start:] == []
