@@ -716,6 +716,10 @@ def test_a_refused_edit_of_an_old_volume_is_a_warning_retried_next_run(volumes: 
     assert any("forward links" in why for why in unfinished_work(setup.manifest, setup.state))
     setup.sandbox.server.before.remove(refuse)
     setup.reload()
+    before, start = setup.state.path.read_bytes(), len(setup.sandbox.server.log)
+    dry = setup.publish(dry_run=True)                    # says what it would edit, does nothing
+    assert "edit volume 1's record" in dry.text()
+    assert setup.state.path.read_bytes() == before and setup.sandbox.server.log[start:] == []
     report = setup.publish()
     assert report.results[0].outcome == "up-to-date" and "volume 1 (record" in report.text()
     known = setup.state.destinations["zenodo"]["volumes"]
