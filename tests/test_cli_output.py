@@ -138,7 +138,9 @@ def test_status_tells_the_truth_in_words_and_json(tmp_path: Path) -> None:
                                              "attempts": 3,
                                              "error": "[notify] Slack refused: 404"}]
     assert info["publishing"] == [{"destination": "zenodo", "version": "2.20261121",
-                                   "steps": ["draft", "uploaded"], "last_step": "uploaded"}]
+                                   "what": "version 2.20261121 to zenodo",
+                                   "steps": ["draft", "uploaded"], "last_step": "uploaded",
+                                   "error": ""}]
     assert info["versions"][0]["notifications_failed"] == 1
 
 
