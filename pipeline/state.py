@@ -36,8 +36,11 @@ and is migrated on the next save)::
                     and not processed yet; carried into the next plan, because the cursor has
                     already moved past them
     versions        [{version, created, added, updated, removed, files, counts...}] (oldest first)
-    destinations    {zenodo: {...ids...}, kaggle: {...}}
-    journal         {destination: {version, step, ...}} publishing in progress
+    destinations    {zenodo: {...ids..., volumes: {n: {...ids..., continued_by}}}, kaggle: {...}}
+                    (continued_by: the later volumes' concept DOIs a closed volume links to)
+    journal         {destination: {version, steps, ...}} publishing in progress (also
+                    ``zenodo-volumes``: the forward-link edits of closed volumes, with ``what``
+                    and the last ``error``)
     notifications   {version: {channel: {status, attempts, error}}}
 
 A record line: ``{"id", "status": done|failed|skipped, "concept", "revision", "updated",
