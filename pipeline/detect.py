@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pipeline.errors import ServiceError
 from pipeline.fsutil import atomic_write_json
 from pipeline.manifest import Manifest
+from pipeline.provenance import licence_refusal
 from pipeline.records import Record
 from pipeline.state import State
 from pipeline.zenodo import RESULT_WINDOW, ZenodoClient, format_ts, parse_ts, updated_range
@@ -200,6 +201,7 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
     plan = Plan(created=format_ts(now), since=None, until=None)
     harvested: list[PlanEntry] = []
     seen: set[str] = set()
+    refused: set[str] = set()   # by source.licenses
 
     def consider(record: Record, raw: dict[str, Any] | None, forced: bool = False) -> None:
         if record.id in seen:
@@ -210,6 +212,11 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
             return
         if record.resource_type and record.resource_type != manifest.source.query.resource_type:
             plan.skipped[record.id] = f"resource type {record.resource_type!r}"
+            return
+        refusal = licence_refusal(record.license, manifest.source.licenses)
+        if refusal is not None:  # also removes a record whose licence changed from the dataset
+            plan.skipped[record.id] = refusal
+            refused.add(record.id)
             return
         prev = state.records.get(record.id)
         other = concept_index.get(record.concept_id)
@@ -259,7 +266,7 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
                                    "attempts": entry.attempts, "record": entry.record,
                                    "planned_at": plan.created}
     for rid, reason in plan.skipped.items():
-        if rid not in state.records:
+        if rid not in state.records or rid in refused:
             state.records[rid] = {"status": "skipped", "reason": reason, "attempts": 0}
     if plan.cursor_after:
         state.cursor = _later(state.cursor, plan.cursor_after)

@@ -289,9 +289,6 @@ def _write_part(path: Path, version: str, members: list[tuple[str, dict[str, Any
                 if "_h5" in entry:   # from the record's own output file
                     with h5py.File(entry["_h5"], "r") as src:
                         copy_record(src, group.create_group(rid))
-                    text = Path(entry["_json"]).read_text(encoding="utf-8")
-                    group[rid].create_dataset("metadata.json", data=text,
-                                              dtype=h5py.string_dtype("utf-8"))
                 else:                # moved out of a compacted previous part
                     if old_folder is None:
                         raise _error("no previous version folder to compact from", record=rid)

@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.dataset_card import changelog, kaggle_title, sha256sums
 from pipeline.errors import PipelineError
-from pipeline.loader import load_all, record_groups
+from pipeline.loader import load_all, read_metadata, record_groups
 from pipeline.manifest import Manifest, from_dict, validate
 from pipeline.state import State
 from pipeline.store import SourceArchive, write_record
@@ -232,7 +232,7 @@ def test_first_version_folder_is_flat_complete_and_checksummed(tmp_path: Path) -
         assert np.array_equal(group["images"][:], src["images"][:])
         assert dict(group.attrs).keys() == dict(src.attrs).keys()
         assert group.attrs["record_id"] == "101"
-        assert json.loads(group["metadata.json"][()])["record"]["doi"] == "10.5281/zenodo.101"
+        assert read_metadata(group)["record"]["doi"] == "10.5281/zenodo.101"
         assert part.attrs["dataset_version"] == "1.20261121"
     assert len(load_all(folder)) == sum(state.records[r]["images"] for r in index_ids)
 
