@@ -67,39 +67,30 @@ from pipeline.extract import detect_format
 from pipeline.fsutil import atomic_path, dumps_json, file_digest
 from pipeline.manifest import Processing
 
+# HDF5 1.10+ object formats: compact groups (links in the object header, no symbol-table B-tree
+# and heap per group) and single-chunk / fixed-array chunk indexes instead of a v1 B-tree per
+# dataset; together most of a small record's overhead. Readable by HDF5 >= 1.10 (2017; every
+# h5py wheel since 2.8).
+LIBVER = ("v110", "latest")
 FORMAT_VERSION = 2  # 2: file-table column ``holder``, compressed ``metadata.json``, fewer attrs
 CHUNK_IMAGES = 64
 FLUSH_BYTES = 32 * 1024**2
 _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 FILES_COLUMNS = ("path", "first_image", "image_count", "size", "sha256", "extension", "holder")
-# What each dataset holds, written as its HDF5 attributes so a file explains itself to anyone
-# who opens it with h5py or HDFView (the values, the padding, the order of the dimensions).
+# What each dataset holds, as its HDF5 attributes, so a file explains itself to anyone who opens
+# it with h5py or HDFView: what the values are, the padding value, the order of the dimensions.
+# Kept short: they are repeated in every record group of a part (the card explains at length).
 DATASET_ATTRS: dict[str, dict[str, Any]] = {
-    "images": {
-        "description": "code images: each cell is the Unicode code point of one character of a "
-                       "source file; a file is a run of consecutive pages (see 'files')",
-        "dimensions": ["page", "row (line)", "column (character)"],
-        "values": "Unicode code points", "padding_value": SPACE,
-        "padding": "lines are cut at the width and padded with spaces (32); the last page of "
-                   "a file is padded with rows of spaces"},
-    "rows": {
-        "description": "zenodo-ml-2018 mode: the rows of every image stacked; image k is the "
-                     "next image_rows[k] rows (0 rows: the 2018 float64 (0, 0) array)",
-        "dimensions": ["row (line)", "column (character)"],
-        "values": "Unicode code points", "padding_value": SPACE},
-    "image_rows": {"description": "zenodo-ml-2018 mode: rows of each image in 'rows'",
-                   "dimensions": ["image"], "values": "row counts"},
-    "files": {
-        "description": "one row per converted source file; its pages are images[first_image : "
-                       "first_image + image_count] of the record named by 'holder' (this record "
-                       "when holder is empty: a content is stored once)",
-        "dimensions": ["file"], "columns": list(FILES_COLUMNS),
-        "encoding": "fixed-length UTF-8 strings padded with NUL bytes"},
-    METADATA: {
-        "description": "the record's metadata as gzip-compressed UTF-8 JSON bytes: Zenodo "
-                       "record, labels (licence, concept, split, ...), file tree, skipped "
-                       "files, processing parameters, sources, counts",
-        "dimensions": ["byte"], "encoding": "gzip(JSON, UTF-8)"},
+    "images": {"values": "Unicode code points", "padding_value": SPACE,
+               "dimensions": "page,row,column"},
+    "rows": {"values": "Unicode code points (zenodo-ml-2018 rows, see image_rows)",
+             "padding_value": SPACE, "dimensions": "row,column"},
+    "image_rows": {"values": "rows per 2018 image (0: the float64 (0, 0) image)",
+                   "dimensions": "image"},
+    "files": {"values": "one row per source file; pages: images[first_image:first_image+"
+                        "image_count] of the record named by holder (empty: this one)",
+              "dimensions": "file", "encoding": "UTF-8, fixed length"},
+    METADATA: {"values": "record metadata", "encoding": "gzip-compressed UTF-8 JSON"},
 }
 
 
@@ -363,7 +354,7 @@ class RecordWriter:
                                                                            self.record_id)))
             self._h5_tmp = stack.enter_context(atomic_path(hdf5_path(self.folder,
                                                                      self.record_id)))
-            self._h5 = h5py.File(self._h5_tmp, "w", track_order=True)
+            self._h5 = h5py.File(self._h5_tmp, "w", track_order=True, libver=LIBVER)
             stack.callback(self._close_h5)
             self._stack = stack.pop_all()
         return self
@@ -440,7 +431,7 @@ class RecordWriter:
         try:
             old = self._h5[appender.name]
             zeros = (0,) * len(appender.item_shape)
-            with h5py.File(side, "w", track_order=True) as new_file:
+            with h5py.File(side, "w", track_order=True, libver=LIBVER) as new_file:
                 new = appender.create(new_file, old.chunks[0])
                 items = old.chunks[0] * int(np.prod(appender.item_shape))
                 for start in range(0, len(old), old.chunks[0]):
@@ -452,7 +443,7 @@ class RecordWriter:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(side)
-        self._h5 = h5py.File(self._h5_tmp, "r+")
+        self._h5 = h5py.File(self._h5_tmp, "r+", libver=LIBVER)
 
     # -- finishing
 

@@ -114,8 +114,7 @@ def test_round_trip_returns_exactly_the_arrays_written(tmp_path: Path,
         assert loader.read_metadata(h5)["pipeline_version"] == __version__
         assert h5.attrs["layout"] == "pages"
         assert h5["images"].attrs["padding_value"] == 32
-        assert list(h5["images"].attrs["dimensions"]) == ["page", "row (line)",
-                                                          "column (character)"]
+        assert h5["images"].attrs["dimensions"] == "page,row,column"
 
 
 def test_each_archive_keeps_its_own_prefix(tmp_path: Path,

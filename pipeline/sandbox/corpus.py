@@ -319,6 +319,22 @@ class Corpus:
             out.append(self._record(concept, tag, at, at))
         return out
 
+    def chains(self, concepts: int, versions: int, *, start: datetime = WINDOW_START,
+               flavour: Flavour = "full") -> list[list[CorpusRecord]]:
+        """``concepts`` software concepts with ``versions`` versions each, as real release
+        chains (a version edits a few files of the one before, :mod:`.sourcetree`); one list
+        of records per concept, oldest version first, a month apart."""
+        out = []
+        for _ in range(concepts):
+            concept = self._new_concept()
+            chain = []
+            for n in range(versions):
+                at = start + timedelta(days=30 * n, seconds=self.rng.uniform(0, 86_400))
+                chain.append(self._record(concept, _tag(concept.style, n, self.rng), at, at,
+                                          flavour))
+            out.append(chain)
+        return out
+
     def bulk(self, n: int, day: date) -> Iterator[CorpusRecord]:
         """``n`` software records (small archives) and ``n // 50`` datasets, updated on ``day``.
 

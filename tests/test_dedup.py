@@ -1,0 +1,171 @@
+"""Each content stored once (pipeline.dedup), read back complete by the travelling loader.
+
+The corpus is the sandbox's realistic version chains (a new version edits a few files), every
+record converted and stored complete by ``process``'s writer, then packed version by version
+into parts the way a dataset version packs them. What a user must see: every path of every
+record, every page, equal to converting the record's archives afresh; and fewer bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import code_images
+from pipeline.convert import convert_archive
+from pipeline.dedup import KnownContents, concept_of, listing, needs_rematerialising, pack_part
+from pipeline.manifest import default_processing
+from pipeline.provenance import record_labels
+from pipeline.sandbox.corpus import Corpus
+from pipeline.sandbox.sourcetree import ArchiveSpec
+from pipeline.store import LIBVER, SourceArchive, write_record
+
+P = default_processing()
+
+
+def store_chains(tmp: Path, concepts: int, versions: int, flavour: str = "full"
+                 ) -> list[list[tuple[str, Path, list[SourceArchive], str]]]:
+    """Write every record of the chains complete; per concept: (id, h5 path, archives, concept)."""
+    chains = Corpus(seed=5).chains(concepts, versions, flavour=flavour)  # type: ignore[arg-type]
+    out = []
+    for chain in chains:
+        rows = []
+        for rec in chain:
+            rid = str(rec.record["id"])
+            archives = []
+            blobs = {k: b for k, b in rec.blobs.items() if k.endswith((".zip", ".tar.gz"))}
+            if not blobs and rec.release is not None:  # the GitHub fallback archive
+                release = rec.release
+                blobs = {f"github:{release.owner}/{release.repo}@{release.tag}": ArchiveSpec(
+                    release, "tar.gz", release.codeload_top)}
+            for i, (key, blob) in enumerate(sorted(blobs.items())):
+                data = blob.build() if isinstance(blob, ArchiveSpec) else blob
+                path = tmp / "downloads" / f"{rid}-{i}{'.zip' if key.endswith('.zip') else '.tgz'}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                archives.append(SourceArchive(key, path))
+            output = write_record(tmp / "records", rid, archives, processing=P,
+                                  record=rec.record, labels=record_labels(rec.record))
+            rows.append((rid, output.hdf5, archives, str(rec.record["conceptrecid"])))
+        out.append(rows)
+    return out
+
+
+def pack_versions(folder: Path, chains: list, *, dedup: bool) -> list[list]:
+    """Version k's part holds the k-th version of every concept; earlier versions of a concept
+    (in earlier parts) and records packed before in the same part are what it may refer to."""
+    folder.mkdir(parents=True, exist_ok=True)
+    packed_all = []
+    for k in range(len(chains[0])):
+        known = KnownContents()
+        if dedup:
+            for earlier in sorted(folder.glob("part-*.h5")):
+                with h5py.File(earlier, "r") as part:
+                    for group in part["records"].values():
+                        known.add_group(group, concept_of(group))
+        with h5py.File(folder / f"part-{k + 1:06d}.h5", "w", libver=LIBVER) as part:
+            members = [(rid, str(path), concept) for chain in chains
+                       for rid, path, _, concept in [chain[k]]]
+            packed = pack_part(part.create_group("records"), members,
+                               known if dedup else _Forgetful())
+        packed_all.append(packed)
+    return packed_all
+
+
+class _Forgetful(KnownContents):
+    """Knows nothing, ever: packing without de-duplication, for the comparison."""
+
+    def get(self, transform: str, sha256: str) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    tmp = tmp_path_factory.mktemp("chains")
+    return tmp, store_chains(tmp, concepts=3, versions=3)
+
+
+def test_every_record_loads_complete_and_equal_to_a_fresh_conversion(chains) -> None:
+    tmp, stored = chains
+    folder = tmp / "dedup"
+    packed = pack_versions(folder, stored, dedup=True)
+    assert sum(p.referenced_files for version in packed[1:] for p in version) > 0
+    got: dict[tuple[str, str], np.ndarray] = {}
+    labels_of: dict[str, dict] = {}
+    for labels, pages in code_images.iter_files(folder):
+        got[(labels["record"], labels["path"])] = pages
+        labels_of[labels["record"]] = labels
+    expected: dict[tuple[str, str], np.ndarray] = {}
+    for chain in stored:
+        for rid, _, archives, concept in chain:
+            for archive in archives:
+                fresh = convert_archive(archive.path, processing=P, prefix=archive.key)
+                for f in fresh.files:
+                    expected[(rid, f.path)] = f.images
+            assert labels_of[rid]["concept"] == concept
+            assert labels_of[rid]["split"] == code_images.split_of(concept)
+            assert labels_of[rid]["licence"] in {"MIT", "BSD-3-Clause", "Apache-2.0",
+                                                 "GPL-3.0-or-later"}
+    assert got.keys() == expected.keys()  # every path of every record
+    for key, pages in expected.items():
+        assert np.array_equal(got[key], pages), key  # every page (dtype may be wider)
+
+
+def test_later_versions_store_only_what_changed(chains) -> None:
+    tmp, stored = chains
+    with_dedup = pack_versions(tmp / "dedup-bytes", stored, dedup=True)
+    without = pack_versions(tmp / "plain-bytes", stored, dedup=False)
+    # the first versions share only files that every project has (Makefile, headers):
+    # across concepts, within the one part being written
+    first = sum(p.images for p in with_dedup[0])
+    assert first < sum(p.images for p in without[0])
+    assert all(p.cross_concept_files == p.referenced_files for p in with_dedup[0])
+    later = sum(p.images for v in with_dedup[1:] for p in v)
+    later_plain = sum(p.images for v in without[1:] for p in v)
+    assert later < later_plain / 3, (later, later_plain)
+    assert image_bytes(tmp / "dedup-bytes") < image_bytes(tmp / "plain-bytes") * 0.6
+    size = sum(f.stat().st_size for f in (tmp / "dedup-bytes").glob("*.h5"))
+    assert size < sum(f.stat().st_size for f in (tmp / "plain-bytes").glob("*.h5"))
+
+
+def image_bytes(folder: Path) -> int:
+    """Stored (compressed) bytes of the pages; the benchmark reports whole files too."""
+    total = 0
+    for path in folder.glob("*.h5"):
+        with h5py.File(path, "r") as h5:
+            total += sum(g["images"].id.get_storage_size() for g in h5["records"].values())
+    return total
+
+
+def test_references_point_at_the_record_that_stores_the_pages(chains) -> None:
+    tmp, stored = chains
+    folder = tmp / "dedup-refs"
+    pack_versions(folder, stored, dedup=True)
+    stores: set[str] = set()
+    holders: dict[str, set[str]] = {}
+    for part in sorted(folder.glob("*.h5")):
+        with h5py.File(part, "r") as h5:
+            for rid, group in h5["records"].items():
+                rows = listing(group)
+                holders[rid] = {h for _, h, _, _ in rows if h != rid}
+                for _, holder, _, _ in rows:
+                    if holder == rid:
+                        stores.add(rid)
+                assert len(group["images"]) == sum(c for _, h, _, c in rows if h == rid)
+    assert all(held <= stores for held in holders.values())  # one step, never a chain
+    everything = set(holders)
+    assert needs_rematerialising(holders, everything) == set()
+    newest = {chain[-1][0] for chain in stored}  # a reader holding only the newest part
+    assert needs_rematerialising({r: holders[r] for r in newest}, newest) == newest
+
+
+def test_a_missing_holder_is_named(chains) -> None:
+    tmp, stored = chains
+    folder = tmp / "dedup-missing"
+    pack_versions(folder, stored, dedup=True)
+    (folder / "part-000001.h5").unlink()
+    with pytest.raises(KeyError, match="download every part"):
+        list(code_images.iter_files(folder))
