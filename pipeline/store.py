@@ -47,6 +47,7 @@ import collections
 import contextlib
 import dataclasses
 import gzip
+import hashlib
 import os
 import re
 import tempfile
@@ -87,9 +88,8 @@ DATASET_ATTRS: dict[str, dict[str, Any]] = {
              "padding_value": SPACE, "dimensions": "row,column"},
     "image_rows": {"values": "rows per 2018 image (0: the float64 (0, 0) image)",
                    "dimensions": "image"},
-    "files": {"values": "one row per source file; pages: images[first_image:first_image+"
-                        "image_count] of the record named by holder (empty: this one)",
-              "dimensions": "file", "encoding": "UTF-8, fixed length"},
+    "files": {"values": "per source file: pages images[first_image:+image_count] of record "
+                        "holder (empty: this one)", "dimensions": "file"},
     METADATA: {"values": "record metadata", "encoding": "gzip-compressed UTF-8 JSON"},
 }
 
@@ -115,6 +115,9 @@ def files_table(rows: Sequence[tuple[str, int, int, int, str, str, str]]) -> np.
 def transform_key(processing: Processing) -> str:
     """What decides the pages of given bytes: equal keys and equal sha256 mean equal pages.
 
+    A short digest of the settings (they are in full in the metadata): it is an attribute of
+    every record group, so its length is paid once per record.
+
     Contents are shared between records only under the same key (:mod:`pipeline.dedup`).
     """
     fields = {"mode": processing.mode, "image_width": processing.image_width,
@@ -123,7 +126,7 @@ def transform_key(processing: Processing) -> str:
     for optional in ("redact",):  # settings that change pages, where this pipeline has them
         if hasattr(processing, optional):
             fields[optional] = getattr(processing, optional)
-    return dumps_json(fields).strip()
+    return "sha256:" + hashlib.sha256(dumps_json(fields).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,162 @@
+"""Stored bytes per source byte, with and without storing each content once (issue 9).
+
+1. Version chains: the sandbox's realistic chains (``Corpus.chains``: a new version edits one
+   to three files and sometimes adds one, version strings change), ``--concepts`` concepts of
+   ``--versions`` versions each, full source trees. Every record is converted and stored
+   complete (as ``process`` does), then packed version by version into parts (a part per
+   version, as a dataset version packs them) twice, side by side: with
+   :func:`pipeline.dedup.pack_record` knowing the earlier versions of the concept and the
+   records packed before in the part, and knowing nothing.
+2. Small records: ``--small`` records of the ``small`` flavour (three files, a few hundred
+   bytes), one part, in this layout and in the layout before issue 9 (variable-length string
+   file table, 14 group attributes, metadata as an uncompressed string, HDF5 1.8 object
+   formats), rebuilt from the same records: the per-record overhead.
+
+Run: ``python -m benchmarks.bench_dedup [--concepts 20 --versions 5 --small 60]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.code_images import read_metadata
+from pipeline.dedup import KnownContents, concept_of, pack_part
+from pipeline.manifest import default_processing
+from pipeline.provenance import record_labels
+from pipeline.sandbox.corpus import Corpus
+from pipeline.sandbox.sourcetree import ArchiveSpec
+from pipeline.store import LIBVER, SourceArchive, write_record
+
+P = default_processing()
+
+
+class Forgetful(KnownContents):
+    def get(self, transform: str, sha256: str) -> None:
+        return None
+
+
+def store(tmp: Path, chains: list) -> tuple[list[list[tuple[str, str, str]]], int]:
+    """Write every record complete; ``(per concept [(id, h5, concept)], source bytes)``."""
+    out, source = [], 0
+    for chain in chains:
+        rows = []
+        for rec in chain:
+            rid = str(rec.record["id"])
+            blobs = {k: b for k, b in rec.blobs.items() if k.endswith((".zip", ".tar.gz"))}
+            if not blobs and rec.release is not None:
+                r = rec.release
+                blobs = {f"github:{r.owner}/{r.repo}@{r.tag}": ArchiveSpec(r, "tar.gz",
+                                                                          r.codeload_top)}
+            archives = []
+            for i, (key, blob) in enumerate(sorted(blobs.items())):
+                path = tmp / "dl" / f"{rid}-{i}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(blob.build() if isinstance(blob, ArchiveSpec) else blob)
+                archives.append(SourceArchive(key, path))
+            output = write_record(tmp / "records", rid, archives, processing=P,
+                                  record=rec.record, labels=record_labels(rec.record))
+            source += output.source_bytes
+            rows.append((rid, str(output.hdf5), str(rec.record["conceptrecid"])))
+        out.append(rows)
+    return out, source
+
+
+def pack(folder: Path, chains: list, *, dedup: bool) -> tuple[int, int, int]:
+    """Parts version by version; ``(bytes, pages stored, pages referred)``."""
+    folder.mkdir(parents=True)
+    stored = referred = 0
+    for k in range(max(len(c) for c in chains)):
+        known = KnownContents() if dedup else Forgetful()
+        if dedup:  # what a builder knows: earlier versions' groups (here: local parts)
+            for earlier in sorted(folder.glob("*.h5")):
+                with h5py.File(earlier, "r") as part:
+                    for group in part["records"].values():
+                        known.add_group(group, concept_of(group))
+        with h5py.File(folder / f"part-{k + 1:06d}.h5", "w", libver=LIBVER) as part:
+            packed = pack_part(part.create_group("records"),
+                               [c[k] for c in chains if k < len(c)], known)
+        stored += sum(p.images for p in packed)
+        referred += sum(p.referenced_images for p in packed)
+    return sum(f.stat().st_size for f in folder.glob("*.h5")), stored, referred
+
+
+def old_layout(source: Path, target: Path) -> int:
+    """The same records in the pre-issue-9 layout (see the module docstring); its size."""
+    vlen = h5py.string_dtype("utf-8")
+    old_files = np.dtype([("path", vlen), ("first_image", "<i8"), ("image_count", "<i8"),
+                          ("size", "<i8"), ("sha256", h5py.string_dtype("ascii", 64)),
+                          ("extension", vlen)])
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        records = dst.create_group("records")
+        for rid, group in src["records"].items():
+            new = records.create_group(rid)
+            table = group["files"][()]
+            rows = [(r["path"].decode(), r["first_image"], r["image_count"], r["size"],
+                     r["sha256"].decode(), r["extension"].decode()) for r in table]
+            new.create_dataset("images", data=group["images"][()], chunks=(
+                max(1, min(64, len(group["images"]))), 80, 80), compression="gzip",
+                compression_opts=4)
+            new.create_dataset("files", data=np.array(rows, dtype=old_files),
+                               **({"chunks": True, "compression": "gzip"} if rows else {}))
+            meta = read_metadata(group)
+            new.create_dataset("metadata.json", data=json.dumps(meta, indent=1),
+                               dtype=vlen)
+            attrs = dict(group.attrs)
+            attrs.update({f"attr_{i}": "x" * 12 for i in range(14 - len(attrs))})
+            new.attrs.update(attrs)
+    return target.stat().st_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concepts", type=int, default=20)
+    parser.add_argument("--versions", type=int, default=5)
+    parser.add_argument("--small", type=int, default=60)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {platform.python_version()}, "
+          f"{dataclasses.asdict(P)['compression_level']=}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        started = time.perf_counter()
+        chains, source = store(tmp / "chains", Corpus(seed=9).chains(args.concepts,
+                                                                       args.versions))
+        records = sum(len(c) for c in chains)
+        print(f"version chains: {args.concepts} concepts x {args.versions} versions = "
+              f"{records} records, {source:,} bytes of converted source "
+              f"({time.perf_counter() - started:.1f} s to convert)")
+        started = time.perf_counter()
+        plain, plain_pages, _ = pack(tmp / "plain", chains, dedup=False)
+        plain_s = time.perf_counter() - started
+        started = time.perf_counter()
+        dedup, pages, referred = pack(tmp / "dedup", chains, dedup=True)
+        dedup_s = time.perf_counter() - started
+        print(f"  without de-duplication: {plain:,} bytes = {plain / source:.3f} per source "
+              f"byte, {plain_pages:,} pages stored, packed in {plain_s:.2f} s")
+        print(f"  with de-duplication:    {dedup:,} bytes = {dedup / source:.3f} per source "
+              f"byte, {pages:,} pages stored ({referred:,} referred), packed in "
+              f"{dedup_s:.2f} s")
+        print(f"  ratio: {dedup / plain:.2f} of the bytes, {pages / plain_pages:.2f} of the "
+              f"pages")
+
+        small_chains, small_source = store(tmp / "small", Corpus(seed=10).chains(
+            args.small, 1, flavour="small"))
+        new_size, _, _ = pack(tmp / "small-new", small_chains, dedup=False)
+        old_size = old_layout(tmp / "small-new" / "part-000001.h5", tmp / "small-old.h5")
+        print(f"small records: {args.small} records, {small_source:,} bytes of source")
+        print(f"  layout before issue 9: {old_size:,} bytes = {old_size / small_source:.2f} per "
+              f"source byte ({old_size / args.small:,.0f} per record)")
+        print(f"  this layout:           {new_size:,} bytes = {new_size / small_source:.2f} per "
+              f"source byte ({new_size / args.small:,.0f} per record)")
+
+
+if __name__ == "__main__":
+    main()
