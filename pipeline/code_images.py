@@ -43,13 +43,16 @@ What is where (why it is shaped like this):
   int64 arrays of 1 to 80 rows, float64 ``(0, 0)`` for the 2018 empty page) in ``rows`` and
   ``image_rows``.
 
-Several volumes (the dataset spans several Zenodo records): put their folders side by side and
-pass the folder that holds ``catalog.json``, or a list of folders; references are resolved
-across all of them.
+A downloaded dataset folder is read through its ``catalog.json`` and part indexes
+(``part-NNNNNN.csv``): only live records, each once. Several volumes (the dataset spans several
+Zenodo records): download them into sub-folders of one folder and pass that folder (the newest
+catalog names every volume's parts); pages held by records of another part or volume are found
+wherever they are below it. A Kaggle copy holds the newest parts and every part they refer to.
 """
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import gzip
 import hashlib
@@ -68,11 +71,13 @@ import h5py
 import numpy as np
 
 __all__ = [
+    "CATALOG",
     "DEFAULT_SPLITS",
     "FORMAT",
     "SPACE",
     "FileEntry",
     "Library",
+    "dataset_parts",
     "export_png",
     "iter_entries",
     "iter_files",
@@ -81,6 +86,7 @@ __all__ = [
     "load_by_extension",
     "load_by_pattern",
     "load_split",
+    "open_catalog",
     "page_to_text",
     "read_metadata",
     "record_groups",
@@ -96,6 +102,7 @@ LAYOUT_PAGES = "pages"
 LAYOUT_ROWS_2018 = "rows-2018"
 SPACE = 32
 METADATA = "metadata.json"
+CATALOG = "catalog.json"
 DEFAULT_SPLITS: tuple[tuple[str, float], ...] = (("train", 0.8), ("validation", 0.1),
                                                  ("test", 0.1))
 Source = str | os.PathLike[str] | h5py.Group | Sequence[str | os.PathLike[str]]
@@ -194,36 +201,75 @@ class FileEntry:
     holder: str
 
 
-def _folders(source: str | os.PathLike[str]) -> list[Path]:
-    """A folder, plus the sibling volume folders its ``catalog.json`` names (when present)."""
+def _version_key(version: str) -> tuple[int, str]:
+    head, _, rest = version.partition(".")
+    return (int(head) if head.isdigit() else -1, rest)
+
+
+def open_catalog(source: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The newest ``catalog.json`` in a folder (any depth) or at a path, or None."""
     path = Path(source)
-    catalog = path / "catalog.json"
-    if not catalog.is_file():
-        return [path]
-    found = [path]
-    try:
-        volumes = json.loads(catalog.read_text(encoding="utf-8")).get("volumes") or []
-    except ValueError:
-        return found
-    for volume in volumes:
-        for key in ("folder", "name", "concept_doi"):
-            name = str(volume.get(key) or "").replace("/", "_")
-            if name and (path.parent / name).is_dir() and path.parent / name not in found:
-                found.append(path.parent / name)
-                break
-    return found
+    found = [path] if path.is_file() else sorted(path.rglob(CATALOG)) if path.is_dir() else []
+    catalogs = [json.loads(p.read_text(encoding="utf-8")) for p in found]
+    return max(catalogs, key=lambda c: _version_key(str(c.get("dataset_version", "")))) \
+        if catalogs else None
+
+
+def _newest_copies(folder: Path, pattern: str) -> dict[str, Path]:
+    """``{name: path}`` of the files matching ``pattern`` below ``folder``; when several folders
+    hold one name (downloads of several versions), the copy beside the newest catalog wins (a
+    part index is rewritten when its records change)."""
+    def rank(path: Path) -> tuple[int, str]:
+        cat = path.parent / CATALOG
+        if cat.is_file():
+            return _version_key(str(json.loads(cat.read_text(encoding="utf-8"))
+                                    .get("dataset_version", "")))
+        return (-1, "")
+    best: dict[str, Path] = {}
+    for path in sorted(folder.rglob(pattern)):
+        if path.name not in best or rank(path) > rank(best[path.name]):
+            best[path.name] = path
+    return best
+
+
+def _index_name(part: str) -> str:
+    return part[: -len(".h5")] + ".csv"
+
+
+def dataset_parts(folder: str | os.PathLike[str]) -> list[tuple[Path, frozenset[str]]]:
+    """``(part file, live record ids)`` of every part of the dataset present under ``folder``,
+    by its newest catalog: each part's index ``part-NNNNNN.csv`` names its live records (a
+    record updated or removed later stays in the part's bytes, where later versions of its
+    software may still refer to its pages, but leaves the index), and the catalog's
+    ``withdrawn`` ids of closed volumes are dropped. Parts the folder lacks (a volume not
+    downloaded, a Kaggle subset) are skipped. Empty without a catalog."""
+    folder = Path(folder)
+    catalog = open_catalog(folder)
+    if catalog is None:
+        return []
+    parts = _newest_copies(folder, "part-*.h5")
+    indexes = _newest_copies(folder, "part-*.csv")
+    current = int(catalog.get("volume") or 0)
+    out = []
+    for volume in catalog.get("volumes") or []:
+        withdrawn = set() if volume["volume"] == current else \
+            set((catalog.get("withdrawn") or {}).get(str(volume["volume"]), []))
+        for name in volume.get("parts") or []:
+            if name not in parts or _index_name(name) not in indexes:
+                continue
+            with open(indexes[_index_name(name)], newline="", encoding="utf-8") as fh:
+                live = {row["id"] for row in csv.DictReader(fh)} - withdrawn
+            out.append((parts[name], frozenset(live)))
+    return out
 
 
 def _h5_files(source: Source) -> list[Path]:
+    """Every HDF5 file of a source (for finding the records that hold pages)."""
     sources = [source] if isinstance(source, str | os.PathLike) else list(source)  # type: ignore[arg-type]
     files: list[Path] = []
     for item in sources:
         path = Path(item)
-        if path.is_dir():
-            for folder in _folders(path):
-                files += sorted(folder.rglob("*.h5"))
-        else:
-            files.append(path)
+        files += list(_newest_copies(path, "*.h5").values()) if path.is_dir() else [path]
     return list(dict.fromkeys(files))
 
 
@@ -237,13 +283,25 @@ def _walk(group: h5py.Group) -> Iterator[h5py.Group]:
 
 
 def record_groups(source: Source) -> Iterator[h5py.Group]:
-    """Every record group in ``source`` (files opened read-only, closed afterwards)."""
+    """Every live record group in ``source`` (files opened read-only, closed afterwards): a
+    dataset folder (one holding a ``catalog.json`` at any depth: one or several volumes, or a
+    Kaggle copy) through its catalog and part indexes (:func:`dataset_parts`), so each live
+    record is read once and nothing stale; a folder of record files whole; a list of those."""
     if isinstance(source, h5py.Group):
         yield from _walk(source)
         return
-    for file in _h5_files(source):
-        with h5py.File(file, "r", rdcc_nbytes=_CACHE_BYTES) as h5:
-            yield from _walk(h5)
+    for item in [source] if isinstance(source, str | os.PathLike) else source:
+        path = Path(item)
+        if path.is_dir() and open_catalog(path) is not None:
+            for part, live in dataset_parts(path):
+                with h5py.File(part, "r", rdcc_nbytes=_CACHE_BYTES) as h5:
+                    for group in _walk(h5):
+                        if str(group.attrs.get("record_id")) in live:
+                            yield group
+            continue
+        for file in sorted(path.rglob("*.h5")) if path.is_dir() else [path]:
+            with h5py.File(file, "r", rdcc_nbytes=_CACHE_BYTES) as h5:
+                yield from _walk(h5)
 
 
 class Library:
