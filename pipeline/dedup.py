@@ -182,6 +182,77 @@ def pack_part(group: h5py.Group, members: Iterable[tuple[str, str, str]],
     return packed
 
 
+def encode_listing(transform: str, rows: Iterable[tuple[str, str, int, int]], record_id: str,
+                   parts: Mapping[str, str]) -> str:
+    """A record's :func:`listing` as one index cell: the transform, then ``sha256:first:count``
+    per content the record stores and ``sha256:first:count:holder:part`` per content another
+    record holds (``parts``: holder id -> its part), space-separated; a later version of the
+    concept reads it from the part index, fetched by need, instead of the part."""
+    cells = [transform]
+    for sha, holder, first, count in rows:
+        tail = "" if holder == record_id else f":{holder}:{parts[holder]}"
+        cells.append(f"{sha}:{first}:{count}{tail}")
+    return " ".join(cells)
+
+
+def decode_listing(text: str, record_id: str, part: str
+                   ) -> tuple[str, list[tuple[str, str, int, int]], dict[str, str]]:
+    """``(transform, rows, {holder: part})`` of an :func:`encode_listing` cell."""
+    transform, *cells = text.split(" ") if text else ("",)
+    rows, parts = [], {record_id: part}
+    for cell in cells:
+        sha, first, count, *held = cell.split(":")
+        holder = held[0] if held else record_id
+        if held:
+            parts[holder] = held[1]
+        rows.append((sha, holder, int(first), int(count)))
+    return transform, rows, parts
+
+
+def bases(incoming: Mapping[str, str], records: Mapping[str, Mapping[str, Any]],
+          parts: Iterable[str]) -> dict[str, str]:
+    """For each concept of the ``incoming`` records (id -> concept), the newest other live
+    record of that concept placed in one of ``parts`` (the current volume's): ``{base id:
+    its part}``. Its listing is what a new version of the concept may refer to."""
+    wanted, allowed = set(incoming.values()), set(parts)
+    newest: dict[str, tuple[tuple[int, int | str], str, str]] = {}
+    for rid, rec in records.items():
+        concept, part = str(rec.get("concept") or ""), rec.get("part")
+        if concept in wanted and part in allowed and rid not in incoming \
+                and rec.get("status") == "done":
+            key = (0, int(rid)) if rid.isdigit() else (1, rid)
+            if concept not in newest or key > newest[concept][0]:
+                newest[concept] = (key, rid, str(part))
+    return {rid: part for _, rid, part in newest.values()}
+
+
+def closed_newest_within(parts: Iterable[tuple[str, int]], needs: Mapping[str, Iterable[str]],
+                         budget: int) -> list[str]:
+    """The newest parts whose sizes, with every part they refer to (``needs``: part -> parts
+    holding pages its records refer to), add up to at most ``budget``: a subset (Kaggle's) in
+    which every reference resolves. Stops at the first part that does not fit, so the subset
+    stays "the newest", never a scattering of small old parts."""
+    size = dict(parts)
+    chosen: list[str] = []
+    used = 0
+    for name in sorted(size, reverse=True):
+        if name in chosen:
+            continue
+        closure, todo = {name}, [name]
+        while todo:
+            for dep in needs.get(todo.pop(), ()):
+                if dep not in closure and dep in size:
+                    closure.add(dep)
+                    todo.append(dep)
+        extra = [p for p in closure if p not in chosen]
+        cost = sum(size[p] for p in extra)
+        if used + cost > budget:
+            break
+        chosen += extra
+        used += cost
+    return sorted(chosen)
+
+
 def concept_of(group: h5py.Group) -> str:
     """The concept of a record group (its labels), the record id when it has none."""
     labels = read_metadata(group).get("labels") or {}
@@ -197,5 +268,6 @@ def needs_rematerialising(holders: Mapping[str, Iterable[str]], available: Itera
     return {rid for rid, held in holders.items() if not set(held) <= have}
 
 
-__all__ = ["KnownContents", "Location", "Packed", "concept_of", "listing",
-           "needs_rematerialising", "pack_part", "pack_record"]
+__all__ = ["KnownContents", "Location", "Packed", "bases", "closed_newest_within", "concept_of",
+           "decode_listing", "encode_listing", "listing", "needs_rematerialising", "pack_part",
+           "pack_record"]

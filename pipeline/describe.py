@@ -15,6 +15,7 @@ therefore declared ``"type": "file"``: described and checksummed, not parsed.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,14 @@ def media_type(name: str) -> str:
     return "application/octet-stream"
 
 
+def _columns(file: str, tables: Mapping[str, Sequence[Column]]) -> Sequence[Column] | None:
+    """The columns of ``file`` if it is a table: named exactly, or matched by a glob key."""
+    if file in tables:
+        return tables[file]
+    return next((cols for pattern, cols in tables.items()
+                 if "*" in pattern and fnmatch.fnmatchcase(file, pattern)), None)
+
+
 def _resource_name(name: str) -> str:
     """Frictionless names: lower case letters, digits, ``-._``."""
     return "".join(c if c.isalnum() or c in "-._" else "-" for c in name.lower())
@@ -63,15 +72,17 @@ def datapackage(*, name: str, title: str, description: str, version: str, create
                 files: Mapping[str, tuple[int, str]], tables: Mapping[str, Sequence[Column]],
                 descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A Frictionless Data Package (v1) of ``files`` ``{name: (bytes, "sha256:<hex>")}``;
-    ``tables`` gives the columns of each CSV file among them."""
+    ``tables`` gives the columns of the CSV files among them, by name or by a glob
+    (``part-*.csv``)."""
     resources = []
     for file, (size, digest) in sorted(files.items()):
         res: dict[str, Any] = {"name": _resource_name(file), "path": file, "bytes": size,
                                "hash": digest, "mediatype": media_type(file)}
-        if file in tables:
+        columns = _columns(file, tables)
+        if columns is not None:
             res.update(profile="tabular-data-resource", format="csv", encoding="utf-8",
                        schema={"fields": [{"name": c, "type": t, "description": d}
-                                          for c, t, d in tables[file]]})
+                                          for c, t, d in columns]})
         else:
             res["type"] = "file"
         if descriptions and file in descriptions:
@@ -92,8 +103,9 @@ def croissant(*, name: str, title: str, description: str, version: str, created:
               cite_as: str, files: Mapping[str, tuple[int, str]],
               tables: Mapping[str, Sequence[Column]],
               descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A Croissant 1.0 description: every file a ``FileObject`` (sha256), and each CSV table a
-    ``RecordSet`` whose fields are its columns, so ``mlcroissant`` can load the index."""
+    """A Croissant 1.0 description: every file a ``FileObject`` (sha256), and each table a
+    ``RecordSet`` whose fields are its columns, so ``mlcroissant`` can load the index. A table
+    keyed by a glob (``part-*.csv``: the per-part indexes) reads a ``FileSet`` of those files."""
     distribution = []
     for file, (size, digest) in sorted(files.items()):
         obj: dict[str, Any] = {"@type": "cr:FileObject", "@id": file, "name": file,
@@ -105,13 +117,19 @@ def croissant(*, name: str, title: str, description: str, version: str, created:
         distribution.append(obj)
     record_sets = []
     for file, columns in sorted(tables.items()):
-        set_id = file.rsplit(".", 1)[0]
+        set_id = file.rsplit(".", 1)[0].replace("*", "all")
+        source_key = "fileObject"
+        if "*" in file:
+            source_key, set_id = "fileSet", "records"
+            distribution.append({"@type": "cr:FileSet", "@id": file, "name": file,
+                                 "encodingFormat": media_type(file), "includes": file,
+                                 "description": "the per-part index files"})
         record_sets.append({
             "@type": "cr:RecordSet", "@id": set_id, "name": set_id,
-            "description": f"the rows of {file}",
+            "description": f"one row per record, from {file}",
             "field": [{"@type": "cr:Field", "@id": f"{set_id}/{c}", "name": c,
                        "description": d, "dataType": _CROISSANT_TYPES.get(t, "sc:Text"),
-                       "source": {"fileObject": {"@id": file}, "extract": {"column": c}}}
+                       "source": {source_key: {"@id": file}, "extract": {"column": c}}}
                       for c, t, d in columns]})
     return {
         "@context": CROISSANT_CONTEXT, "@type": "sc:Dataset", "name": name,

@@ -16,7 +16,17 @@ import pytest
 
 from pipeline import code_images
 from pipeline.convert import convert_archive
-from pipeline.dedup import KnownContents, concept_of, listing, needs_rematerialising, pack_part
+from pipeline.dedup import (
+    KnownContents,
+    bases,
+    closed_newest_within,
+    concept_of,
+    decode_listing,
+    encode_listing,
+    listing,
+    needs_rematerialising,
+    pack_part,
+)
 from pipeline.manifest import default_processing
 from pipeline.provenance import record_labels
 from pipeline.sandbox.corpus import Corpus
@@ -169,3 +179,27 @@ def test_a_missing_holder_is_named(chains) -> None:
     (folder / "part-000001.h5").unlink()
     with pytest.raises(KeyError, match="download every part"):
         list(code_images.iter_files(folder))
+
+
+def test_listing_cells_round_trip_and_bases_are_the_newest_of_the_volume() -> None:
+    rows = [("a" * 64, "7", 0, 3), ("b" * 64, "5", 10, 2)]
+    cell = encode_listing("sha256:0123", rows, "7", {"5": "part-000001.h5"})
+    assert decode_listing(cell, "7", "part-000002.h5") == (
+        "sha256:0123", rows, {"7": "part-000002.h5", "5": "part-000001.h5"})
+    records = {"1": {"concept": "c", "part": "part-000001.h5", "status": "done"},
+               "4": {"concept": "c", "part": "part-000002.h5", "status": "done"},
+               "6": {"concept": "c", "part": "part-000009.h5", "status": "done"},  # closed vol
+               "5": {"concept": "d", "status": "failed"},
+               "8": {"concept": "c", "status": "done"}}                           # incoming
+    assert bases({"8": "c", "9": "d"}, records, ["part-000001.h5", "part-000002.h5"]) == {
+        "4": "part-000002.h5"}
+
+
+def test_kaggle_subset_holds_every_part_its_parts_refer_to() -> None:
+    sizes = [("part-000001.h5", 50), ("part-000002.h5", 40), ("part-000003.h5", 30),
+             ("part-000004.h5", 20)]
+    needs = {"part-000004.h5": ["part-000002.h5"], "part-000003.h5": ["part-000001.h5"]}
+    assert closed_newest_within(sizes, needs, 60) == ["part-000002.h5", "part-000004.h5"]
+    assert closed_newest_within(sizes, {}, 60) == ["part-000003.h5", "part-000004.h5"]
+    assert closed_newest_within(sizes, needs, 200) == [n for n, _ in sizes]
+    assert closed_newest_within(sizes, needs, 10) == []
