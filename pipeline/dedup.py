@@ -27,7 +27,7 @@ Zenodo-ml-2018 records (variable-shape images) are copied whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +41,14 @@ _BLOCK = 4096  # pages per read when copying a record's own pages
 
 @dataclass(frozen=True)
 class Location:
-    """Where a content's pages are: ``holder``'s ``images[first : first + count]``."""
+    """Where a content's pages are: ``holder``'s ``images[first : first + count]``, in
+    ``part`` (the part file holding the holder's group; "" when not known)."""
 
     holder: str
     first: int
     count: int
     concept: str
+    part: str = ""
 
 
 @dataclass
@@ -59,17 +61,21 @@ class KnownContents:
         return self.by_key.get((transform, sha256))
 
     def add_listing(self, transform: str, concept: str,
-                    rows: Iterable[tuple[str, str, int, int]]) -> None:
-        """Learn ``(sha256, holder, first, count)`` rows (a group's :func:`listing`)."""
+                    rows: Iterable[tuple[str, str, int, int]],
+                    parts: Mapping[str, str] | None = None) -> None:
+        """Learn ``(sha256, holder, first, count)`` rows (a group's :func:`listing`);
+        ``parts``: holder id -> the part holding it."""
         for sha256, holder, first, count in rows:
             if count > 0:
-                self.by_key.setdefault((transform, sha256),
-                                       Location(holder, int(first), int(count), concept))
+                self.by_key.setdefault((transform, sha256), Location(
+                    holder, int(first), int(count), concept, (parts or {}).get(holder, "")))
 
-    def add_group(self, group: h5py.Group, concept: str) -> None:
-        """Learn every content a published record group holds or refers to."""
+    def add_group(self, group: h5py.Group, concept: str, part: str = "") -> None:
+        """Learn every content a published record group holds (refers-to rows keep no part:
+        use :meth:`add_listing` with the index's cell where parts matter)."""
         if group.attrs.get("layout") == LAYOUT_PAGES and "transform" in group.attrs:
-            self.add_listing(str(group.attrs["transform"]), concept, listing(group))
+            self.add_listing(str(group.attrs["transform"]), concept, listing(group),
+                             {str(group.attrs["record_id"]): part})
 
 
 def _text(value: Any) -> str:
@@ -101,13 +107,15 @@ class Packed:
     referenced_images: int
     holders: tuple[str, ...]
     cross_concept_files: int  # of those, files held by a record of another concept
+    holder_parts: Mapping[str, str] = field(default_factory=dict)  # holder -> its part
+    cell: str = ""          # this record's listing for the part index (encode_listing)
 
 
 def pack_record(source: h5py.Group, destination: h5py.Group, known: KnownContents, *,
-                concept: str) -> Packed:
-    """Copy the complete record group ``source`` into the empty group ``destination``, leaving
-    out the pages of contents ``known`` already holds; then add this record's own contents to
-    ``known`` (so records packed after it can refer to them)."""
+                concept: str, part: str = "") -> Packed:
+    """Copy the complete record group ``source`` into the empty group ``destination`` (in
+    ``part``), leaving out the pages of contents ``known`` already holds; then add this
+    record's own contents to ``known`` (so records packed after it can refer to them)."""
     record_id = str(source.attrs["record_id"])
     transform = str(source.attrs.get("transform", ""))
     pages_layout = source.attrs.get("layout") == LAYOUT_PAGES and transform
@@ -128,9 +136,11 @@ def pack_record(source: h5py.Group, destination: h5py.Group, known: KnownContent
     if not refs:
         copy_record(source, destination)
         images = len(source["images"]) if "images" in source else 0
+        own = listing(destination)
         if pages_layout:
-            known.add_listing(transform, concept, listing(destination))
-        return Packed(record_id, images, 0, 0, (), 0)
+            known.add_listing(transform, concept, own, {record_id: part})
+        return Packed(record_id, images, 0, 0, (), 0, {},
+                      encode_listing(transform, own, record_id, {}) if pages_layout else "")
 
     # own pages: each distinct range of the rows not referred elsewhere, in order
     ranges: dict[tuple[int, int], int] = {}
@@ -165,21 +175,45 @@ def pack_record(source: h5py.Group, destination: h5py.Group, known: KnownContent
     if METADATA in source:
         source.copy(source[METADATA], destination, name=METADATA)
     destination.attrs.update(dict(source.attrs))
-    known.add_listing(transform, concept, listing(destination))
-    holders = tuple(sorted({loc.holder for loc in refs.values()}))
-    return Packed(record_id, own, len(refs), sum(loc.count for loc in refs.values()), holders,
-                  sum(1 for loc in refs.values() if loc.concept != concept))
+    rows_out = listing(destination)
+    holder_parts = {loc.holder: loc.part for loc in refs.values()}
+    known.add_listing(transform, concept, rows_out, {record_id: part, **holder_parts})
+    return Packed(record_id, own, len(refs), sum(loc.count for loc in refs.values()),
+                  tuple(sorted(holder_parts)),
+                  sum(1 for loc in refs.values() if loc.concept != concept), holder_parts,
+                  encode_listing(transform, rows_out, record_id, holder_parts))
 
 
 def pack_part(group: h5py.Group, members: Iterable[tuple[str, str, str]],
-              known: KnownContents) -> list[Packed]:
-    """Pack complete record files into ``group`` (a part's ``/records``), one subgroup each:
-    ``members`` are ``(record id, path of records/<id>.h5, concept)`` in packing order."""
+              known: KnownContents, *, part: str = "") -> list[Packed]:
+    """Pack complete record files into ``group`` (the ``/records`` of the part file ``part``),
+    one subgroup each: ``members`` are ``(record id, path of records/<id>.h5, concept)`` in
+    packing order."""
     packed = []
     for rid, path, concept in members:
         with h5py.File(path, "r") as source:
-            packed.append(pack_record(source, group.create_group(rid), known, concept=concept))
+            packed.append(pack_record(source, group.create_group(rid), known, concept=concept,
+                                      part=part))
     return packed
+
+
+def known_for(incoming: Mapping[str, str], records: Mapping[str, Mapping[str, Any]],
+              parts: Iterable[str], read_index: Callable[[str], Iterable[Mapping[str, Any]]]
+              ) -> KnownContents:
+    """What the records of a build may refer to: the listing of each incoming concept's newest
+    record in ``parts`` (the current volume's), read from that part's index (``read_index``:
+    part name -> its rows, fetched by need: one small file per part that holds a base)."""
+    known = KnownContents()
+    by_part: dict[str, set[str]] = {}
+    for rid, part in bases(incoming, records, parts).items():
+        by_part.setdefault(part, set()).add(rid)
+    for part, ids in sorted(by_part.items()):
+        for row in read_index(part):
+            rid = str(row.get("id"))
+            if rid in ids and row.get("contents"):
+                transform, rows, holder_parts = decode_listing(str(row["contents"]), rid, part)
+                known.add_listing(transform, str(row.get("concept") or ""), rows, holder_parts)
+    return known
 
 
 def encode_listing(transform: str, rows: Iterable[tuple[str, str, int, int]], record_id: str,
@@ -269,5 +303,5 @@ def needs_rematerialising(holders: Mapping[str, Iterable[str]], available: Itera
 
 
 __all__ = ["KnownContents", "Location", "Packed", "bases", "closed_newest_within", "concept_of",
-           "decode_listing", "encode_listing", "listing", "needs_rematerialising", "pack_part",
-           "pack_record"]
+           "decode_listing", "encode_listing", "known_for", "listing", "needs_rematerialising",
+           "pack_part", "pack_record"]

@@ -25,6 +25,9 @@ from pipeline.code_images import SPACE, group_labels
 
 LOADER = "code_images.py"
 CROISSANT = "croissant.json"
+# Files every version writes besides the builder's own (they change with every version).
+EXTRA_FILES = (LOADER, CROISSANT, "figure-extensions.png", "figure-growth.png",
+               "figure-mosaic.png")
 # Index columns added for researchers: (name, Frictionless type, description).
 PROVENANCE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("licence", "string", "SPDX id of the record's licence; each file keeps it"),
@@ -37,7 +40,56 @@ PROVENANCE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("stored_images", "integer", "pages stored in this record's own group"),
     ("holders", "string", "records whose groups hold pages of this record's files, "
                           "' '-separated (contents stored once)"),
+    ("extensions", "string", "pages per file extension, 'py:12 c:3' (all files, as loaded)"),
+    ("contents", "string", "the record's contents: transform digest, then sha256:first:count "
+                           "(stored here) or sha256:first:count:holder:part (stored there)"),
 )
+TOTALS = ("licences", "extensions")
+
+
+def extensions_cell(counts: Mapping[str, int]) -> str:
+    return " ".join(f"{ext or '-'}:{n}" for ext, n in sorted(counts.items()))
+
+
+def parse_extensions(cell: str | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in (cell or "").split():
+        ext, _, n = item.rpartition(":")
+        out["" if ext == "-" else ext] = int(n)
+    return out
+
+
+def update_totals(totals: Mapping[str, Any] | None, added: Iterable[Mapping[str, Any]],
+                  removed: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Running totals of the whole dataset (records and files per licence, pages per
+    extension), carried from version to version in the state and updated only by the index
+    rows of the records a version adds and removes: no pass over the dataset."""
+    licences: dict[str, list[int]] = {k: list(v) for k, v in
+                                      ((totals or {}).get("licences") or {}).items()}
+    extensions: Counter[str] = Counter((totals or {}).get("extensions") or {})
+    for rows, sign in ((added, 1), (removed, -1)):
+        for row in rows:
+            lic = str(row.get("licence") or "(none)")
+            entry = licences.setdefault(lic, [0, 0])
+            entry[0] += sign
+            entry[1] += sign * int(row.get("files") or 0)
+            for ext, n in parse_extensions(row.get("extensions")).items():
+                extensions[ext] += sign * n
+    return {"licences": {k: v for k, v in sorted(licences.items()) if v[0] > 0},
+            "extensions": {k: v for k, v in sorted(extensions.items()) if v > 0}}
+
+
+def write_extras(folder: str | os.PathLike[str], *, extensions: Mapping[str, int],
+                 growth: Sequence[tuple[str, int, int]],
+                 samples_from: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The loader and the figures into a version folder; returns their names. ``samples_from``:
+    the complete record files this version adds (the mosaic shows new data)."""
+    from pipeline.figures import write_figures
+
+    ship_loader(folder)
+    written = write_figures(folder, images_per_extension=extensions, versions=growth,
+                            samples=sample_pages(samples_from))
+    return [LOADER, *written]
 
 
 def ship_loader(folder: str | os.PathLike[str]) -> Path:
@@ -55,8 +107,9 @@ def provenance_columns(labels: Mapping[str, Any]) -> dict[str, Any]:
             "repository": labels.get("repository") or "", "split": labels.get("split") or ""}
 
 
-def record_summary(h5_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Labels and images per extension of one complete record file (``records/<id>.h5``)."""
+def record_columns(h5_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The researcher columns of one complete record file (``records/<id>.h5``): provenance
+    from its labels and pages per extension."""
     with h5py.File(h5_path, "r") as h5:
         labels = group_labels(h5)
         table = h5["files"][()]
@@ -65,7 +118,7 @@ def record_summary(h5_path: str | os.PathLike[str]) -> dict[str, Any]:
         ext = row["extension"].decode("utf-8") if isinstance(row["extension"], bytes) \
             else str(row["extension"])
         per_extension[ext] += int(row["image_count"])
-    return {"labels": labels, "extensions": dict(per_extension)}
+    return {**provenance_columns(labels), "extensions": extensions_cell(per_extension)}
 
 
 def sample_pages(record_files: Iterable[str | os.PathLike[str]], *, count: int = 8
@@ -85,41 +138,39 @@ def sample_pages(record_files: Iterable[str | os.PathLike[str]], *, count: int =
     return [(name, page) for _, name, page in ranked]
 
 
-def licence_table(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Markdown: records and files per licence."""
-    records: Counter[str] = Counter()
-    files: Counter[str] = Counter()
-    for row in rows:
-        licence = str(row.get("licence") or "(none)")
-        records[licence] += 1
-        files[licence] += int(row.get("files") or 0)
+def licence_table(licences: Mapping[str, Sequence[int]]) -> str:
+    """Markdown: records and files per licence (``{licence: [records, files]}``)."""
     lines = ["| licence (SPDX) | records | files |", "|---|---:|---:|"]
-    lines += [f"| {lic} | {records[lic]:,} | {files[lic]:,} |"
-              for lic in sorted(records, key=lambda k: (-records[k], k))]
+    lines += [f"| {lic} | {n[0]:,} | {n[1]:,} |"
+              for lic, n in sorted(licences.items(), key=lambda kv: (-kv[1][0], kv[0]))]
     return "\n".join(lines)
 
 
-def split_table(rows: Iterable[Mapping[str, Any]],
+def split_table(records: Iterable[Mapping[str, Any]],
                 proportions: Sequence[tuple[str, float]]) -> str:
-    """Markdown: concepts, records and images per split, beside the configured proportions."""
+    """Markdown: concepts, records and images per split, beside the configured proportions;
+    ``records`` are the live records' state entries (``concept``, ``images``): the split is a
+    function of the concept, so no index is read."""
     concepts: dict[str, set[str]] = {name: set() for name, _ in proportions}
-    records: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
     images: Counter[str] = Counter()
-    for row in rows:
-        split = str(row.get("split") or "")
-        concepts.setdefault(split, set()).add(str(row.get("concept")))
-        records[split] += 1
-        images[split] += int(row.get("images") or 0)
+    for rec in records:
+        concept = str(rec.get("concept") or "")
+        split = code_images.split_of(concept, proportions)
+        concepts.setdefault(split, set()).add(concept)
+        counts[split] += 1
+        images[split] += int(rec.get("images") or 0)
     share = dict(proportions)
     total = sum(share.values()) or 1
     lines = ["| split | share | concepts | records | images |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {name} | {share.get(name, 0) / total:.0%} | {len(concepts[name]):,} | "
-              f"{records[name]:,} | {images[name]:,} |" for name in concepts]
+              f"{counts[name]:,} | {images[name]:,} |" for name in concepts]
     return "\n".join(lines)
 
 
-def card_sections(*, rows: Sequence[Mapping[str, Any]], proportions: Sequence[tuple[str, float]],
-                  figures: str, policy: str | Sequence[str]) -> str:
+def card_sections(*, licences: Mapping[str, Sequence[int]], records: Iterable[Mapping[str, Any]],
+                  proportions: Sequence[tuple[str, float]], figures: str,
+                  policy: str | Sequence[str]) -> str:
     """The card's sections for researchers (Markdown): pictures, licences, concepts and splits,
     shared contents, and how to load it with the loader in this folder."""
     allowed = policy if isinstance(policy, str) else ", ".join(policy)
@@ -135,7 +186,7 @@ file means following it (attribution, share-alike, ...). The licence of every re
 only under licences that allow redistribution (policy `{allowed}`, the pipeline's
 `source.licenses`); records without a licence are left out.
 
-{licence_table(rows)}
+{licence_table(licences)}
 
 ## Concepts, splits and shared contents
 
@@ -146,7 +197,7 @@ test data. The `split` column therefore assigns whole concepts: `train`, `valida
 by a stable hash of the concept id (sha256), so every version of a software, including those
 added later, lands in the same split.
 
-{split_table(rows, proportions)}
+{split_table(records, proportions)}
 
 Each content is stored once: a file whose exact bytes are already stored (typically in an
 earlier version of the same software) points at those pages (`holders` column, `holder` in a
