@@ -22,12 +22,12 @@ import numpy as np
 
 from pipeline import code_images
 from pipeline.code_images import SPACE, group_labels
+from pipeline.figures import FIGURES, write_figures
 
 LOADER = "code_images.py"
 CROISSANT = "croissant.json"
 # Files every version writes besides the builder's own (they change with every version).
-EXTRA_FILES = (LOADER, CROISSANT, "figure-extensions.png", "figure-growth.png",
-               "figure-mosaic.png")
+EXTRA_FILES = (LOADER, CROISSANT, *FIGURES)
 # Index columns added for researchers: (name, Frictionless type, description).
 PROVENANCE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("licence", "string", "SPDX id of the record's licence; each file keeps it"),
@@ -84,8 +84,6 @@ def write_extras(folder: str | os.PathLike[str], *, extensions: Mapping[str, int
                  samples_from: Iterable[str | os.PathLike[str]]) -> list[str]:
     """The loader and the figures into a version folder; returns their names. ``samples_from``:
     the complete record files this version adds (the mosaic shows new data)."""
-    from pipeline.figures import write_figures
-
     ship_loader(folder)
     written = write_figures(folder, images_per_extension=extensions, versions=growth,
                             samples=sample_pages(samples_from))
