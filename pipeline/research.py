@@ -231,31 +231,42 @@ list of folders); pages stored in another volume's records are found there.
 """
 
 
-def croissant_and_datapackage(*, manifest: Any, version: str, created: Any,
-                              files: Mapping[str, tuple[int, str]],
-                              tables: Mapping[str, Sequence[tuple[str, str, str]]],
-                              concept_doi: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both standard descriptions of a version folder (see :mod:`pipeline.describe`)."""
-    from pipeline.describe import croissant, datapackage
+def _descriptions() -> dict[str, str]:
+    return {LOADER: "loader needing only numpy and h5py: code_images.iter_files(folder)",
+            CROISSANT: "MLCommons Croissant 1.0 description"}
+
+
+def datapackage_for(manifest: Any, *, version: str, created: Any,
+                    files: Mapping[str, tuple[int, str]],
+                    tables: Mapping[str, Sequence[tuple[str, str, str]]]) -> dict[str, Any]:
+    """``datapackage.json`` of a version folder (see :mod:`pipeline.describe`)."""
+    from pipeline.describe import datapackage
 
     ds = manifest.dataset
-    url = f"https://doi.org/{concept_doi}" if concept_doi else "https://zenodo.org"
-    authors = "; ".join(c.name for c in ds.creators)
-    descriptions = {LOADER: "loader needing only numpy and h5py: code_images.iter_files(folder)",
-                    CROISSANT: "MLCommons Croissant 1.0 description"}
-    package = datapackage(
+    return datapackage(
         name=ds.name, title=ds.title, description=ds.description, version=version,
         created=created, license=ds.license, keywords=ds.keywords,
         contributors=[{"title": c.name, "role": "author",
                        **({"organization": c.affiliation} if c.affiliation else {}),
                        **({"path": f"https://orcid.org/{c.orcid}"} if c.orcid else {})}
                       for c in ds.creators],
-        files=files, tables=tables, descriptions=descriptions)
-    described = {k: v for k, v in files.items() if k != CROISSANT}
-    meta = croissant(
+        files=files, tables=tables, descriptions=_descriptions())
+
+
+def croissant_for(manifest: Any, *, version: str, created: Any,
+                  files: Mapping[str, tuple[int, str]],
+                  tables: Mapping[str, Sequence[tuple[str, str, str]]],
+                  concept_doi: str | None) -> dict[str, Any]:
+    """``croissant.json`` of a version folder (see :mod:`pipeline.describe`)."""
+    from pipeline.describe import croissant
+
+    ds = manifest.dataset
+    url = f"https://doi.org/{concept_doi}" if concept_doi else "https://zenodo.org"
+    authors = "; ".join(c.name for c in ds.creators)
+    return croissant(
         name=ds.name, title=ds.title, description=ds.description, version=version,
         created=created, license=ds.license, keywords=ds.keywords,
         creators=[c.name for c in ds.creators], url=url,
         cite_as=f"{authors} ({created.year}). {ds.title} (version {version}). Zenodo. {url}",
-        files=described, tables=tables, descriptions=descriptions)
-    return meta, package
+        files={k: v for k, v in files.items() if k != CROISSANT}, tables=tables,
+        descriptions=_descriptions())
