@@ -21,6 +21,8 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from pipeline.code_images import SPACE
+
 EXTENSIONS_PNG = "figure-extensions.png"
 GROWTH_PNG = "figure-growth.png"
 MOSAIC_PNG = "figure-mosaic.png"
@@ -49,7 +51,7 @@ def extensions_figure(images_per_extension: Mapping[str, int], path: str | os.Pa
         axes.annotate(f"{value:,}", (value, y), xytext=(3, 0), textcoords="offset points",
                       va="center", fontsize=8)
     axes.margins(x=0.15)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.16, right=0.97, top=0.93, bottom=0.1)
     return _save(figure, Path(path))
 
 
@@ -72,30 +74,33 @@ def growth_figure(versions: Sequence[tuple[str, int, int]],
     records_axes.set_title("Growth per dataset version")
     records_axes.set_ylim(bottom=0)
     images_axes.set_ylim(bottom=0)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.1, right=0.88, top=0.9, bottom=0.25)
     return _save(figure, Path(path))
 
 
 def mosaic_figure(samples: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike[str],
                   *, columns: int = 4) -> Path:
     """Sample pages ``(caption, (80, 80) code points)``: spaces white, ASCII letters and
-    symbols in shades of blue, anything beyond ASCII in orange, so the shape of code shows."""
-    samples = list(samples) or [("(no pages in this version)", np.full((80, 80), 32))]
+    symbols in shades of blue, anything beyond ASCII in orange, so the shape of code shows.
+    The pages are tiled into one image (one axes: drawing stays cheap)."""
+    samples = list(samples) or [("(no pages in this version)", np.full((80, 80), SPACE))]
     rows = -(-len(samples) // columns)
-    figure = Figure(figsize=(2.4 * columns, 2.7 * rows))
-    grid = figure.subplots(rows, columns, squeeze=False)
-    colours = ListedColormap(["white", "#c6dbef", "#2171b5", "#08306b", "#e6550d"])
-    for axes, (caption, page) in zip(grid.flat, samples, strict=False):
-        values = np.asarray(page, dtype=np.int64)
-        shade = np.select([values == 32, values < 48, values < 91, values < 128],
-                          [0, 1, 2, 3], default=4)
-        axes.imshow(shade, cmap=colours, vmin=0, vmax=4, interpolation="nearest")
-        axes.set_title(caption, fontsize=7)
-    for axes in grid.flat:
-        axes.set_xticks([])
-        axes.set_yticks([])
+    height, width = np.asarray(samples[0][1]).shape
+    gap = 6
+    tiled = np.full((rows * (height + gap), columns * (width + gap)), -1, np.int64)
+    figure = Figure(figsize=(2.2 * columns, 2.4 * rows + 0.4))
+    axes = figure.add_axes((0.01, 0.01, 0.98, 0.9 - 0.1 / rows))
+    for i, (caption, page) in enumerate(samples):
+        r, c = divmod(i, columns)
+        y, x = r * (height + gap), c * (width + gap)
+        tiled[y + gap:y + gap + height, x:x + width] = np.asarray(page, dtype=np.int64)
+        axes.text(x + width / 2, y + gap - 1, caption, ha="center", va="bottom", fontsize=7)
+    shade = np.select([tiled < 0, tiled == SPACE, tiled < 48, tiled < 91, tiled < 128],
+                      [0, 1, 2, 3, 4], default=5)
+    colours = ListedColormap(["white", "#efefef", "#c6dbef", "#2171b5", "#08306b", "#e6550d"])
+    axes.imshow(shade, cmap=colours, vmin=0, vmax=5, interpolation="nearest")
+    axes.set_axis_off()
     figure.suptitle("Sample code images (80 x 80 code points)")
-    figure.tight_layout()
     return _save(figure, Path(path))
 
 
