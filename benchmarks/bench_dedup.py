@@ -7,12 +7,18 @@
    version, as a dataset version packs them) twice, side by side: with
    :func:`pipeline.dedup.pack_record` knowing the earlier versions of the concept and the
    records packed before in the part, and knowing nothing.
-2. Small records: ``--small`` records of the ``small`` flavour (three files, a few hundred
+2. Real source at a realistic size: ``--stdlib`` concepts, each a distinct slice of about
+   ``--mb`` MB of the interpreter's standard library (real code, as in
+   ``benchmarks/bench_process.py``), ``--versions`` versions each, every version editing two
+   files and adding one (the sandbox trees hold only a few kB of source per record, so there
+   the per-record metadata dominates).
+3. Small records: ``--small`` records of the ``small`` flavour (three files, a few hundred
    bytes), one part, in this layout and in the layout before issue 9 (variable-length string
    file table, 14 group attributes, metadata as an uncompressed string, HDF5 1.8 object
    formats), rebuilt from the same records: the per-record overhead.
 
-Run: ``python -m benchmarks.bench_dedup [--concepts 20 --versions 5 --small 60]``
+Run: ``python -m benchmarks.bench_dedup [--concepts 20 --versions 5 --stdlib 8 --mb 1.5
+--small 60]``
 """
 
 from __future__ import annotations
@@ -89,6 +95,60 @@ def pack(folder: Path, chains: list, *, dedup: bool) -> tuple[int, int, int]:
     return sum(f.stat().st_size for f in folder.glob("*.h5")), stored, referred
 
 
+def stdlib_chains(tmp: Path, concepts: int, versions: int, mb: float
+                  ) -> tuple[list[list[tuple[str, str, str]]], int]:
+    """Version chains of real source (see the module docstring); as :func:`store`."""
+    import random
+    import sysconfig
+    import zipfile
+
+    base = Path(sysconfig.get_paths()["stdlib"])
+    files = [(str(p.relative_to(base)), p.read_bytes()) for p in sorted(base.rglob("*.py"))
+             if "site-packages" not in p.parts and p.stat().st_size <= P.max_file_bytes]
+    rng = random.Random(0)
+    out, source, start = [], 0, 0
+    for c in range(concepts):
+        tree: dict[str, bytes] = {}
+        while sum(map(len, tree.values())) < mb * 1e6 and start < len(files):
+            name, data = files[start]
+            tree[f"proj{c}/{name}"] = data
+            start += 1
+        rows = []
+        for v in range(versions):
+            if v:
+                for name in rng.sample(sorted(tree), 2):
+                    tree[name] += f"\n# changed in v{v}\n".encode()
+                tree[f"proj{c}/added_v{v}.py"] = f"VERSION = {v}\n".encode() * 50
+            rid = f"{c + 1:03d}{v:02d}"
+            archive = tmp / "dl" / f"{rid}.zip"
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+                for name, data in tree.items():
+                    zf.writestr(name, data)
+            record = {"id": int(rid), "conceptrecid": f"c{c}",
+                      "metadata": {"license": {"id": "mit"}}}
+            output = write_record(tmp / "records", rid, [SourceArchive("p.zip", archive)],
+                                  processing=P, record=record, labels=record_labels(record))
+            source += output.source_bytes
+            rows.append((rid, str(output.hdf5), f"c{c}"))
+        out.append(rows)
+    return out, source
+
+
+def report(tmp: Path, chains: list, source: int) -> None:
+    started = time.perf_counter()
+    plain, plain_pages, _ = pack(tmp / "plain", chains, dedup=False)
+    plain_s = time.perf_counter() - started
+    started = time.perf_counter()
+    dedup, pages, referred = pack(tmp / "dedup", chains, dedup=True)
+    dedup_s = time.perf_counter() - started
+    print(f"  without de-duplication: {plain:,} bytes = {plain / source:.3f} per source "
+          f"byte, {plain_pages:,} pages stored, packed in {plain_s:.2f} s")
+    print(f"  with de-duplication:    {dedup:,} bytes = {dedup / source:.3f} per source "
+          f"byte, {pages:,} pages stored ({referred:,} referred), packed in {dedup_s:.2f} s")
+    print(f"  ratio: {dedup / plain:.2f} of the bytes, {pages / plain_pages:.2f} of the pages")
+
+
 def old_layout(source: Path, target: Path) -> int:
     """The same records in the pre-issue-9 layout (see the module docstring); its size."""
     vlen = h5py.string_dtype("utf-8")
@@ -120,6 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concepts", type=int, default=20)
     parser.add_argument("--versions", type=int, default=5)
+    parser.add_argument("--stdlib", type=int, default=8)
+    parser.add_argument("--mb", type=float, default=1.5)
     parser.add_argument("--small", type=int, default=60)
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {platform.python_version()}, "
@@ -133,19 +195,14 @@ def main() -> None:
         print(f"version chains: {args.concepts} concepts x {args.versions} versions = "
               f"{records} records, {source:,} bytes of converted source "
               f"({time.perf_counter() - started:.1f} s to convert)")
+        report(tmp / "chains", chains, source)
+
         started = time.perf_counter()
-        plain, plain_pages, _ = pack(tmp / "plain", chains, dedup=False)
-        plain_s = time.perf_counter() - started
-        started = time.perf_counter()
-        dedup, pages, referred = pack(tmp / "dedup", chains, dedup=True)
-        dedup_s = time.perf_counter() - started
-        print(f"  without de-duplication: {plain:,} bytes = {plain / source:.3f} per source "
-              f"byte, {plain_pages:,} pages stored, packed in {plain_s:.2f} s")
-        print(f"  with de-duplication:    {dedup:,} bytes = {dedup / source:.3f} per source "
-              f"byte, {pages:,} pages stored ({referred:,} referred), packed in "
-              f"{dedup_s:.2f} s")
-        print(f"  ratio: {dedup / plain:.2f} of the bytes, {pages / plain_pages:.2f} of the "
-              f"pages")
+        real, real_source = stdlib_chains(tmp / "stdlib", args.stdlib, args.versions, args.mb)
+        print(f"real source: {args.stdlib} concepts x {args.versions} versions of ~{args.mb} MB "
+              f"each, {real_source:,} bytes of converted source "
+              f"({time.perf_counter() - started:.1f} s to convert)")
+        report(tmp / "stdlib", real, real_source)
 
         small_chains, small_source = store(tmp / "small", Corpus(seed=10).chains(
             args.small, 1, flavour="small"))
