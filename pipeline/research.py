@@ -226,8 +226,10 @@ tests = code_images.load_by_pattern(".", "*/tests/*", min_nonblank_rows=5)
 code_images.export_png(".", "png/", extensions=["py"])               # like the 2018 subset
 ```
 
-Several volumes: download them side by side and pass the folder holding `catalog.json` (or a
-list of folders); pages stored in another volume's records are found there.
+The loader reads the folder through `catalog.json` and the part indexes (live records, each
+once). Several volumes: download each into a sub-folder of one folder and pass that folder.
+Pages are only ever stored in the same volume as the records that use them, and the Kaggle copy
+holds every part its parts refer to, so each download loads completely on its own.
 """
 
 
