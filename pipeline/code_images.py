@@ -3,7 +3,7 @@
 This one file travels with the data: every dataset version folder holds a verbatim copy of it,
 so a user of the Zenodo or Kaggle download needs no other code. Inside the project it is
 ``pipeline.code_images`` and ``pipeline.loader`` re-exports it (one source, never a hand-kept
-copy). It imports only the standard library, numpy and h5py.
+copy). It imports only the standard library, numpy and h5py (Python 3.10 or newer).
 
 Quick start, from a downloaded version folder::
 
