@@ -28,7 +28,7 @@ GROWTH_PNG = "figure-growth.png"
 MOSAIC_PNG = "figure-mosaic.png"
 FIGURES = (EXTENSIONS_PNG, GROWTH_PNG, MOSAIC_PNG)
 _PNG_METADATA = {"Software": None}
-_DPI = 100
+_DPI = 80
 
 
 def _save(figure: Figure, path: Path) -> Path:
