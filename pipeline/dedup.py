@@ -260,33 +260,6 @@ def bases(incoming: Mapping[str, str], records: Mapping[str, Mapping[str, Any]],
     return {rid: part for _, rid, part in newest.values()}
 
 
-def closed_newest_within(parts: Iterable[tuple[str, int]], needs: Mapping[str, Iterable[str]],
-                         budget: int) -> list[str]:
-    """The newest parts whose sizes, with every part they refer to (``needs``: part -> parts
-    holding pages its records refer to), add up to at most ``budget``: a subset (Kaggle's) in
-    which every reference resolves. Stops at the first part that does not fit, so the subset
-    stays "the newest", never a scattering of small old parts."""
-    size = dict(parts)
-    chosen: list[str] = []
-    used = 0
-    for name in sorted(size, reverse=True):
-        if name in chosen:
-            continue
-        closure, todo = {name}, [name]
-        while todo:
-            for dep in needs.get(todo.pop(), ()):
-                if dep not in closure and dep in size:
-                    closure.add(dep)
-                    todo.append(dep)
-        extra = [p for p in closure if p not in chosen]
-        cost = sum(size[p] for p in extra)
-        if used + cost > budget:
-            break
-        chosen += extra
-        used += cost
-    return sorted(chosen)
-
-
 def concept_of(group: h5py.Group) -> str:
     """The concept of a record group (its labels), the record id when it has none."""
     labels = read_metadata(group).get("labels") or {}
@@ -302,6 +275,6 @@ def needs_rematerialising(holders: Mapping[str, Iterable[str]], available: Itera
     return {rid for rid, held in holders.items() if not set(held) <= have}
 
 
-__all__ = ["KnownContents", "Location", "Packed", "bases", "closed_newest_within", "concept_of",
+__all__ = ["KnownContents", "Location", "Packed", "bases", "concept_of",
            "decode_listing", "encode_listing", "known_for", "listing", "needs_rematerialising",
            "pack_part", "pack_record"]

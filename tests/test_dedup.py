@@ -19,7 +19,6 @@ from pipeline.convert import convert_archive
 from pipeline.dedup import (
     KnownContents,
     bases,
-    closed_newest_within,
     concept_of,
     decode_listing,
     encode_listing,
@@ -193,13 +192,3 @@ def test_listing_cells_round_trip_and_bases_are_the_newest_of_the_volume() -> No
                "8": {"concept": "c", "status": "done"}}                           # incoming
     assert bases({"8": "c", "9": "d"}, records, ["part-000001.h5", "part-000002.h5"]) == {
         "4": "part-000002.h5"}
-
-
-def test_kaggle_subset_holds_every_part_its_parts_refer_to() -> None:
-    sizes = [("part-000001.h5", 50), ("part-000002.h5", 40), ("part-000003.h5", 30),
-             ("part-000004.h5", 20)]
-    needs = {"part-000004.h5": ["part-000002.h5"], "part-000003.h5": ["part-000001.h5"]}
-    assert closed_newest_within(sizes, needs, 60) == ["part-000002.h5", "part-000004.h5"]
-    assert closed_newest_within(sizes, {}, 60) == ["part-000003.h5", "part-000004.h5"]
-    assert closed_newest_within(sizes, needs, 200) == [n for n, _ in sizes]
-    assert closed_newest_within(sizes, needs, 10) == []
