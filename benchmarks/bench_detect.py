@@ -3,6 +3,8 @@
 1. A no-op ``detect`` with a state holding 100,000 records: wall time (load state, harvest the
    overlap window, decide, write the plan and the state) and HTTP requests.
 2. A 10,000-record backfill within one day: wall time, search requests, records per second.
+3. A 1,600-record day at the default cap (500), in detect + process cycles as the schedule runs
+   them (real ``process`` over the sandbox, two workers): search requests and records per run.
 
 The search pacing is set to what zenodo.org allows (30/min) but its sleeps are counted instead of
 slept, so the figure "paced" says how long the same harvest would take against zenodo.org from
@@ -23,8 +25,9 @@ from pathlib import Path
 from pipeline import manifest as manifest_mod
 from pipeline import sandbox as sb
 from pipeline.demo import sandbox_manifest
-from pipeline.detect import detect
-from pipeline.state import State
+from pipeline.detect import detect, load_plan
+from pipeline.process import process
+from pipeline.state import State, ingest_outcomes, records_folder
 from pipeline.zenodo import ZenodoClient
 
 
@@ -39,15 +42,19 @@ def fake_state(path: Path, n: int) -> None:
             "updated": "2026-11-19T12:00:00+00:00", "attempts": 0, "reason": "",
             "checksums": {f"org/repo{i}-v1.zip": f"md5:{rng.getrandbits(128):032x}"},
             "images": rng.randint(1, 400), "files": rng.randint(1, 90),
-            "output": f"records/{rid}.h5", "processed_at": "2026-11-19T13:00:00Z",
-            "version": "1.20261119"}
+            "output": f"records/{rid}.h5", "version": "1.20261119"}
     state.save()
 
 
 def run_detect(m: manifest_mod.Manifest, out: Path, **kw: object) -> tuple[float, int, float, int]:
-    slept: list[float] = []
     started = time.perf_counter()
-    state = State.load(m.state_path)
+    return run_detect_state(m, State.load(m.state_path), out, started=started, **kw)
+
+
+def run_detect_state(m: manifest_mod.Manifest, state: State, out: Path, *,
+                     started: float | None = None, **kw: object) -> tuple[float, int, float, int]:
+    slept: list[float] = []
+    started = started if started is not None else time.perf_counter()
     # Sleeps are counted, not slept; the pacer's clock moves by what was "slept".
     client = ZenodoClient(m.source.zenodo, sleep=slept.append,
                           clock=lambda: time.monotonic() + sum(slept))
@@ -66,7 +73,8 @@ def main() -> None:
             box.url, root, overrides={"source.max_records_per_run": 20_000}))
         started = time.perf_counter()
         fake_state(m.state_path, 100_000)
-        print(f"state of 100,000 records: {m.state_path.stat().st_size / 1e6:.1f} MB, "
+        size = sum(p.stat().st_size for p in records_folder(m.state_path).glob("*.jsonl"))
+        print(f"state of 100,000 records: {size / 1e6:.1f} MB of records files, "
               f"written in {time.perf_counter() - started:.2f} s")
         before = len(box.server.log)
         wall, searches, paced, planned = run_detect(m, root / "noop.json")
@@ -85,6 +93,34 @@ def main() -> None:
               f"({planned / wall:,.0f} records/s), {searches} search requests, "
               f"{len(box.server.log) - before} HTTP requests; at zenodo.org's 30 searches/min "
               f"the pacing alone adds {paced:.0f} s")
+        cycles(box, root / "cycles")
+
+
+def cycles(box: sb.Sandbox, root: Path) -> None:
+    """Detect + process until a 1,600-record day is done, as the scheduled runs do it."""
+    box.zenodo.add_bulk(1_600, "2026-11-22")
+    m = manifest_mod.load(sandbox_manifest(
+        box.url, root, overrides={"source.since": "2026-11-22T00:00:00Z"}))
+    workdir = root / "work"
+    planned: list[str] = []
+    for run in range(1, 6):
+        state = State.load(m.state_path)
+        ingest_outcomes(state, workdir)
+        wall, searches, _, n = run_detect_state(m, state, root / "plan.json")
+        planned += [e.id for e in load_plan(root / "plan.json")]
+        started = time.perf_counter()
+        report = process(m, State.load(m.state_path), workdir, plan_path=root / "plan.json",
+                         jobs=2)
+        print(f"1,600-record day, run {run} (cap {m.source.max_records_per_run}): {n} planned, "
+              f"{searches} search requests, detect {wall:.2f} s, process "
+              f"{time.perf_counter() - started:.1f} s ({len(report.done)} done, "
+              f"{len(report.failed)} failed)")
+        if not n:
+            break
+    software = {str(r["id"]) for r in box.zenodo.all() if r["updated"].startswith("2026-11-22")
+                and r["metadata"]["resource_type"]["type"] == "software"}
+    print(f"1,600-record day: {len(planned)} planned in all, {len(set(planned))} distinct, "
+          f"{'every' if set(planned) == software else 'NOT every'} software record of the day")
 
 
 if __name__ == "__main__":

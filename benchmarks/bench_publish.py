@@ -12,6 +12,7 @@ output with its own state entry and checksum.
 
     python benchmarks/bench_publish.py [--records 10000] [--new-percent 1]
                                        [--kaggle-files all|latest-parts] [--no-kaggle]
+                                       [--kaggle-bytes N]
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ from pipeline.version import build_version
 POOL = 40
 
 
-def _manifest(workdir: Path, url: str, kaggle_files: str, kaggle: bool) -> Manifest:
+def _manifest(workdir: Path, url: str, kaggle_files: str, kaggle: bool,
+              kaggle_bytes: int) -> Manifest:
     destinations: dict[str, Any] = {"zenodo": {"url": url}}
     if kaggle:
         destinations["kaggle"] = {"dataset": f"{KAGGLE_USERNAME}/code-images-bench",
-                                  "api_url": url, "files": kaggle_files}
+                                  "api_url": url, "files": kaggle_files,
+                                  "max_bytes": kaggle_bytes}
     data = {"dataset": {"title": "Code Images benchmark", "description": "Benchmark data.",
                         "creators": [{"name": "Bench, Mark"}]},
             "destinations": destinations}
@@ -98,6 +101,7 @@ def _round(sandbox: Sandbox, manifest: Manifest, state: State, workdir: Path, da
     start = len(sandbox.server.log)
     t0 = time.perf_counter()
     built = build_version(manifest, state, workdir, now=datetime(2026, 11, day, tzinfo=UTC))
+    written = sum(built.sizes[n] for n in built.written) if built else 0
     t1 = time.perf_counter()
     report = publish(manifest, state, workdir, sleep=lambda s: None)
     t2 = time.perf_counter()
@@ -107,7 +111,7 @@ def _round(sandbox: Sandbox, manifest: Manifest, state: State, workdir: Path, da
     zenodo = sum(e["bytes_in"] for e in log if e["method"] == "PUT"
                  and e["path"].startswith("/api/files/"))
     kaggle = sum(e["bytes_in"] for e in log if e["path"].startswith(BLOB_PATH))
-    return {"version": built.version, "records": built.counts["records"],
+    return {"version": built.version, "records": built.counts["records"], "written": written,
             "dataset_bytes": sum(built.sizes.values()), "zenodo_bytes": zenodo,
             "kaggle_bytes": kaggle, "version_s": round(t1 - t0, 2),
             "publish_s": round(t2 - t1, 2)}
@@ -119,6 +123,8 @@ def main() -> None:
     parser.add_argument("--new-percent", type=float, default=1.0)
     parser.add_argument("--kaggle-files", choices=("all", "latest-parts"), default="all")
     parser.add_argument("--no-kaggle", action="store_true")
+    parser.add_argument("--kaggle-bytes", type=int, default=20_000_000_000,
+                        help="destinations.kaggle.max_bytes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, \
             Sandbox(seed=0, search_per_minute=None, concepts=1) as sandbox:
@@ -131,7 +137,8 @@ def main() -> None:
         tempfile.tempdir = str(root / "tmp")
         workdir = root / "work"
         workdir.mkdir()
-        manifest = _manifest(workdir, sandbox.url, args.kaggle_files, not args.no_kaggle)
+        manifest = _manifest(workdir, sandbox.url, args.kaggle_files, not args.no_kaggle,
+                             args.kaggle_bytes)
         state = State(path=workdir / "state.json")
         pool = _pool(root, manifest)
         _add(workdir, state, pool, range(1, args.records + 1))
@@ -139,7 +146,7 @@ def main() -> None:
         new = max(1, round(args.records * args.new_percent / 100))
         _add(workdir, state, pool, range(args.records + 1, args.records + new + 1))
         second = _round(sandbox, manifest, state, workdir, 22)
-    header = ("version", "records", "dataset_bytes", "zenodo_bytes", "kaggle_bytes",
+    header = ("version", "records", "dataset_bytes", "written", "zenodo_bytes", "kaggle_bytes",
               "version_s", "publish_s")
     print(" | ".join(header))
     for row in (first, second):

@@ -27,6 +27,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import PipelineError, redact
 
@@ -130,6 +131,26 @@ def write_summary(markdown: str, *, environ: Mapping[str, str] = os.environ) -> 
     return _append("GITHUB_STEP_SUMMARY", markdown, environ) if markdown else None
 
 
+def annotate_error(title: str, message: str, *,
+                   environ: Mapping[str, str] = os.environ) -> str | None:
+    """Print an ``::error title=...::message`` workflow command (an annotation on the run's page)
+    when running in GitHub Actions; returns the line, or None elsewhere.
+
+    GitHub's toolkit escapes ``%``, CR and LF in the message, and also ``:`` and ``,`` in the
+    title (its ``key=value`` list), or the annotation is cut short.
+    """
+    if environ.get("GITHUB_ACTIONS") != "true":
+        return None
+
+    def escape(value: str) -> str:
+        return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    title = escape(redact(title)).replace(":", "%3A").replace(",", "%2C")
+    line = f"::error title={title}::{escape(redact(message))}"
+    print(line, flush=True)
+    return line
+
+
 def report_step(command: str, *, ok: bool, outputs: Mapping[str, object] | None = None,
                 tables: Mapping[str, Sequence[Mapping[str, object]]] | None = None,
                 notes: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> None:
@@ -137,3 +158,13 @@ def report_step(command: str, *, ok: bool, outputs: Mapping[str, object] | None 
     write_outputs({**(outputs or {}), "ok": ok}, environ=environ)
     write_summary(step_summary(command, ok=ok, outputs=outputs, tables=tables, notes=notes),
                   environ=environ)
+
+
+def show(result: Any) -> int:
+    """Print a stage's result (:class:`pipeline.orchestrate.StageResult`) and write its step
+    outputs and job summary; return its exit code. The CLI and the demo both show stages so."""
+    if result.text:
+        print(result.text, flush=True)
+    report_step(result.name, ok=result.ok, outputs=result.outputs, tables=result.tables,
+                notes=result.notes)
+    return 0 if result.ok else 1

@@ -55,19 +55,6 @@ def _report(command: str, *, ok: bool = True, outputs: dict[str, Any] | None = N
     actions.report_step(command, ok=ok, outputs=outputs, tables=tables, notes=notes)
 
 
-def version_outputs(state: State, version: str | None) -> dict[str, Any]:
-    """The step outputs every version-related command shares: ``version``, ``doi``,
-    ``kaggle_url`` and ``new_records`` (added + updated records of that version)."""
-    entry = next((v for v in state.versions if v["version"] == version), None)
-    if entry is None:
-        return {"version": "", "doi": "", "kaggle_url": "", "new_records": 0}
-    published = entry.get("published", {})
-    counts = entry.get("counts", {})
-    return {"version": version, "doi": published.get("zenodo", {}).get("doi", ""),
-            "kaggle_url": published.get("kaggle", {}).get("url", ""),
-            "new_records": int(counts.get("added", 0)) + int(counts.get("updated", 0))}
-
-
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -78,113 +65,63 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 # -- commands -------------------------------------------------------------------------------
 
-def cmd_detect(args: argparse.Namespace) -> int:
-    from pipeline.detect import detect
-    from pipeline.zenodo import ZenodoClient
+def _context(args: argparse.Namespace) -> Any:
+    from pipeline.orchestrate import Context
 
     manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    out = Path(args.out) if args.out else workdir / "plan.json"
-    client = ZenodoClient(manifest.source.zenodo)
-    try:
-        plan = detect(manifest, state, client, out=out, since=args.since, until=args.until,
-                      record_ids=tuple(args.record or ()), max_records=args.max_records)
-    finally:
-        client.close()
-    counts = plan.counts()
-    total = len(plan.entries)
-    print(f"detect: {total} record(s) planned ({counts['new']} new, {counts['updated']} updated, "
-          f"{counts['retry']} retry), {len(plan.skipped)} skipped, "
-          f"{plan.search_requests} search request(s); window {plan.since} .. {plan.until}; "
-          f"plan: {out}")
-    _report("detect", outputs={"planned": total, "has_work": total > 0, "plan": str(out),
-                               **counts},
-            tables={"Planned records": [{"record": e.id, "action": e.action, "reason": e.reason}
-                                        for e in plan.entries]})
-    return 0
+    return Context(manifest=manifest, workdir=_workdir(args, manifest))
+
+
+def _show(result: Any) -> int:
+    from pipeline.actions import show
+
+    return show(result)
+
+
+def _detect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"out": Path(args.out) if args.out else None, "since": args.since,
+            "until": args.until, "record_ids": tuple(args.record or ()),
+            "max_records": args.max_records}
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from pipeline.orchestrate import detect_stage
+
+    return _show(detect_stage(_context(args), **_detect_kwargs(args)))
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from pipeline.process import parse_shard, process
+    from pipeline.orchestrate import process_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    # Read-only: shards of a job array may share the workdir and the state file, so process
-    # never writes the state; its outcome files are folded in by the next command.
-    state = State.load(manifest.state_path)
-    plan_path = Path(args.plan) if args.plan else workdir / "plan.json"
-    shard = parse_shard(args.shard)
-    report = process(manifest, state, workdir, plan_path=plan_path, shard=shard, jobs=args.jobs)
-    print(report.text())
-    _report("process", ok=not report.failed, outputs=report.outputs(),
-            tables={"Failed records": report.rows()})
-    return 1 if report.failed else 0
+    return _show(process_stage(_context(args), plan=Path(args.plan) if args.plan else None,
+                               shard=args.shard, jobs=args.jobs))
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    from pipeline.version import build_version
+    from pipeline.orchestrate import version_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    built = build_version(manifest, state, workdir)
-    if built is None:
-        print("version: nothing changed since the last version; no new version")
-        _report("version", outputs={"version": "", "new_version": False},
-                notes=["Nothing changed since the last version."])
-        return 0
-    print(f"version: built {built.version} in {built.folder} ({built.counts})")
-    _report("version", outputs={**built.counts, "new_version": True,
-                                **version_outputs(state, built.version)},
-            notes=[built.notes])
-    return 0
+    return _show(version_stage(_context(args)))
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import publish
+    from pipeline.orchestrate import publish_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    report = publish(manifest, state, workdir, target=args.target, dry_run=args.dry_run)
-    print(report.text())
-    _report("publish", ok=not report.failed,
-            outputs={**report.outputs(), **version_outputs(state, report.version)},
-            notes=[report.markdown()])
-    return 1 if report.failed else 0
+    return _show(publish_stage(_context(args), target=args.target, dry_run=args.dry_run))
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    from pipeline.notify import notify
+    from pipeline.orchestrate import notify_stage
 
-    manifest = _manifest(args)
-    workdir = _workdir(args, manifest)
-    state = _state(manifest, workdir)
-    report = notify(manifest, state)
-    for line in report.lines():
-        print(line)
-    newest = report.versions[-1] if report.versions else None
-    _report("notify", ok=report.ok, outputs={**report.outputs(),
-                                             **version_outputs(state, newest)},
-            tables={"Notifications": report.rows()}, notes=report.lines())
-    return 0 if report.ok else 1
+    return _show(notify_stage(_context(args)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """detect -> process -> version -> publish -> notify; stops at the first failing stage
-    except that record failures in ``process`` do not stop the run (they are retried later)."""
-    for name, extra in (("detect", {}), ("process", {"plan": args.out, "shard": None,
-                                                      "jobs": args.jobs}),
-                        ("version", {}), ("publish", {"target": args.target, "dry_run": False}),
-                        ("notify", {})):
-        sub = argparse.Namespace(**vars(args))
-        for key, value in extra.items():
-            setattr(sub, key, value)
-        code = COMMANDS[name](sub)
-        if code != 0 and name != "process":
-            return code
-    return 0
+    """detect -> process -> version -> publish -> notify (:func:`pipeline.orchestrate.run_all`)."""
+    from pipeline.orchestrate import run_all
+
+    ok = run_all(_context(args), on_stage=_show, detect_options=_detect_kwargs(args),
+                 jobs=args.jobs, target=args.target)
+    return 0 if ok else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -345,6 +282,76 @@ def _fill_placeholders(parser: argparse.ArgumentParser, words: list[str]) -> lis
     return out
 
 
+def cmd_check_run(args: argparse.Namespace) -> int:
+    """The plan job's first decision: are the inputs sane, may this publish mode use this
+    manifest (the sandbox guard), where are the state and the feed, and is earlier work left?"""
+    from pipeline import actions, workflow
+
+    inputs = workflow.RunInputs(publish=args.publish, targets=args.targets,
+                                manifest=args.manifest, since=args.since, records=args.records,
+                                max_records=args.max_records)
+    problems = workflow.check_inputs(inputs, Path.cwd())
+    for problem in problems:
+        actions.annotate_error("Invalid input", problem)
+    if problems:
+        raise UsageError("invalid workflow input: " + "; ".join(problems))
+    manifest = _manifest(args)
+    refused = workflow.sandbox_guard(args.publish, manifest)
+    if refused:
+        actions.annotate_error("Sandbox mode", refused)
+        raise UsageError(f"sandbox mode refused: {refused}")
+    unfinished = workflow.unfinished_work(manifest, State.load(manifest.state_path))
+    outputs = {"mode": args.publish, "manifest": args.manifest, "targets": args.targets,
+               "environment": "" if args.publish == "none" else args.publish,
+               **workflow.run_paths(manifest, Path.cwd()), "unfinished": bool(unfinished)}
+    print(f"check-run: publish mode {args.publish} with {args.manifest} (targets: "
+          f"{args.targets}); " + ("; ".join(unfinished) if unfinished else "no unfinished work"))
+    _report("check-run", outputs=outputs, notes=unfinished)
+    return 0
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from pipeline import workflow
+    from pipeline.detect import load_plan
+
+    manifest = _manifest(args)
+    plan = Path(args.plan) if args.plan else _workdir(args, manifest) / "plan.json"
+    planned = len(load_plan(plan)) if plan.is_file() else 0
+    count = workflow.shard_count(planned, records_per_shard=args.records_per_shard,
+                                 max_shards=args.max_shards)
+    print(f"shards: {planned} record(s) planned: {count} shard(s) of about "
+          f"{-(-planned // count)} record(s)")
+    _report("shards", outputs={"count": count, "shards": list(range(1, count + 1)),
+                               "planned": planned})
+    return 0
+
+
+def cmd_check_outcomes(args: argparse.Namespace) -> int:
+    from pipeline import workflow
+
+    manifest = _manifest(args)
+    workdir = _workdir(args, manifest)
+    plan = Path(args.plan) if args.plan else workdir / "plan.json"
+    # Not _state(): folding the outcomes first would hide which ones are missing.
+    missing = workflow.missing_outcomes(plan, State.load(manifest.state_path), workdir,
+                                        args.shards)
+    if missing:
+        from pipeline import actions
+
+        shards = sorted(set(missing.values()))
+        actions.annotate_error("Missing shard results", f"{len(missing)} planned record(s) "
+                               f"without an outcome: shard(s) {shards} of {args.shards}")
+        raise PipelineError(
+            f"{len(missing)} planned record(s) came back from no shard (shard(s) "
+            f"{', '.join(map(str, shards))} of {args.shards}): "
+            f"{', '.join(sorted(missing)[:10])}{' ...' if len(missing) > 10 else ''}",
+            stage="check-outcomes", hint="a shard's artifact is missing; rerun the failed "
+            "jobs, or run again: the records stay pending and come back in the next plan")
+    print(f"check-outcomes: every planned record of {plan} has its outcome")
+    _report("check-outcomes", outputs={"missing": 0})
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipeline.sandbox import Sandbox
 
@@ -370,6 +377,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "detect": cmd_detect, "process": cmd_process, "version": cmd_version,
     "publish": cmd_publish, "notify": cmd_notify, "run": cmd_run, "status": cmd_status,
     "validate": cmd_validate, "sandbox": cmd_sandbox, "demo": cmd_demo,
+    "check-run": cmd_check_run, "shards": cmd_shards, "check-outcomes": cmd_check_outcomes,
 }
 
 
@@ -415,7 +423,31 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
     sb.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     sub.add_parser("demo", help="the whole pipeline against the embedded sandbox")
+    _workflow_commands(sub)
     return p
+
+
+def _workflow_commands(sub: argparse._SubParsersAction) -> None:
+    """The decisions of the scheduled workflow (:mod:`pipeline.workflow`)."""
+    from pipeline.workflow import MAX_SHARDS, RECORDS_PER_SHARD
+
+    c = sub.add_parser("check-run", help="check a workflow run's inputs and publish mode; "
+                       "locate the state; report unfinished work")
+    c.add_argument("--publish", default="production", help="none, sandbox or production")
+    c.add_argument("--targets", default="all", help="all, zenodo or kaggle")
+    c.add_argument("--since", default="", help="the run's since input (checked only)")
+    c.add_argument("--records", default="", help="the run's records input (checked only)")
+    c.add_argument("--max-records", default="", help="the run's max_records input (checked)")
+    s = sub.add_parser("shards", help="size the process matrix from the plan")
+    s.add_argument("--plan", default=None, help="plan file (default: WORKDIR/plan.json)")
+    s.add_argument("--records-per-shard", type=int, default=RECORDS_PER_SHARD,
+                   help=f"records per matrix job (default {RECORDS_PER_SHARD})")
+    s.add_argument("--max-shards", type=int, default=MAX_SHARDS,
+                   help=f"most matrix jobs (default {MAX_SHARDS})")
+    o = sub.add_parser("check-outcomes", help="fail when a planned record came back from no "
+                       "shard")
+    o.add_argument("--plan", default=None, help="plan file (default: WORKDIR/plan.json)")
+    o.add_argument("--shards", type=int, required=True, help="the matrix's shard count")
 
 
 def _detect_options(d: argparse.ArgumentParser) -> None:

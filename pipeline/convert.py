@@ -414,7 +414,7 @@ def iter_archive(archive: str | Path, *, processing: Processing, prefix: str = "
     :class:`~pipeline.errors.ArchiveError` for a corrupt or hostile archive.
     """
     limits = ArchiveLimits.from_processing(processing)
-    for member in iter_members(archive, limits=limits, record=record):
+    for member in iter_members(archive, limits=limits, record=record, name=prefix or None):
         yield convert_member(member, processing, prefix=prefix.strip("/"))
 
 

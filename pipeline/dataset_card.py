@@ -1,5 +1,11 @@
-"""The self-describing files of a dataset version: index, changelog, README card, Frictionless
-``datapackage.json``, Kaggle's ``dataset-metadata.json`` and ``SHA256SUMS`` (SPEC section 6).
+"""The self-describing files of a dataset version: part indexes, catalog, changelog, README card,
+Frictionless ``datapackage.json``, Kaggle's ``dataset-metadata.json`` and ``SHA256SUMS`` (SPEC 6).
+
+Why every file here stays small: a version re-uploads these files, so none may grow with the
+whole dataset. The index is split by part (``part-NNNNNN.csv``, only rewritten when a record of
+that part changes), the catalog lists volumes and parts (bounded by their counts, not records),
+and the changelog keeps the newest :data:`CHANGELOG_VERSIONS` entries (older entries stay in the
+earlier, immutable versions on Zenodo).
 
 Why a module of its own: these are pure text renderers of data :mod:`pipeline.version` has
 already decided, so they are tested with plain asserts and :mod:`pipeline.version` stays about
@@ -18,16 +24,34 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline import __version__
+from pipeline.dataset import CATALOG_FORMAT, Changes
+from pipeline.research import PROVENANCE_COLUMNS
 
-if TYPE_CHECKING:
-    from pipeline.version import Changes
-
-INDEX_COLUMNS = ("id", "concept", "doi", "record_version", "title", "part", "files", "images",
-                 "bytes", "added_in", "dataset_version", "output_sha256", "source_checksums")
-MAX_LISTED = 200   # ids listed per changelog section; the index has them all
+_BASE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("id", "string", "Zenodo record id (one version of one software)"),
+    ("concept", "string", "Zenodo concept id: shared by every version of the software"),
+    ("doi", "string", "the record's DOI"),
+    ("record_version", "string", "the software's version on Zenodo"),
+    ("title", "string", "the record's title"),
+    ("part", "string", "the part file holding the record's group /records/<id>"),
+    ("files", "integer", "converted source files"),
+    ("images", "integer", "pages of all its files (as loaded)"),
+    ("bytes", "integer", "bytes of the record's complete HDF5 output"),
+    ("added_in", "string", "dataset version that first added the record"),
+    ("dataset_version", "string", "dataset version that last wrote its data"),
+    ("output_sha256", "string", "sha256 of the record's complete HDF5 output"),
+    ("source_checksums", "string", "checksums of the source archives (JSON)"),
+)
+# Every column of a part index, with its type and meaning (the datapackage and Croissant
+# schemas are made from this).
+INDEX_SCHEMA = (*_BASE_COLUMNS, *PROVENANCE_COLUMNS)
+INDEX_COLUMNS = tuple(name for name, _, _ in INDEX_SCHEMA)
+INTEGER_COLUMNS = frozenset(name for name, kind, _ in INDEX_SCHEMA if kind == "integer")
+MAX_LISTED = 200   # ids listed per changelog section; the part indexes have them all
+CHANGELOG_VERSIONS = 30   # entries kept in CHANGELOG.md (older ones: earlier versions)
 
 
 def _csv_value(value: Any) -> str:
@@ -38,8 +62,14 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
+def index_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One part-index row from a record's version entry: the one place a row is made, so a new
+    column is added here (and to :data:`INDEX_COLUMNS`) and nowhere else."""
+    return {col: entry.get(col) for col in INDEX_COLUMNS}
+
+
 def index_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """The index as CSV (RFC 4180, ``\\n`` line ends); checksums as compact JSON in one cell."""
+    """A part index as CSV (RFC 4180, ``\\n`` line ends); checksums as compact JSON in a cell."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(INDEX_COLUMNS)
@@ -48,19 +78,41 @@ def index_csv(rows: Iterable[Mapping[str, Any]]) -> str:
     return out.getvalue()
 
 
-def index_json(version: str, rows: Iterable[Mapping[str, Any]]) -> str:
-    """The index as JSON, one compact record per line: about half the bytes of indented JSON
-    (it is uploaded again with every version) and still diffable line by line."""
-    lines = ",\n".join(json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-                        for row in rows)
-    return (f'{{"dataset_version": {json.dumps(version)}, "records": [\n{lines}\n]}}\n'
-            if lines else f'{{"dataset_version": {json.dumps(version)}, "records": []}}\n')
+def read_index_csv(text: str) -> list[dict[str, Any]]:
+    """The rows of a part index, typed back (integers, checksums); unknown columns kept."""
+    rows = []
+    for raw in csv.DictReader(io.StringIO(text)):
+        row: dict[str, Any] = {k: (v if v != "" else None) for k, v in raw.items()}
+        for col in INTEGER_COLUMNS & set(row):
+            row[col] = int(row[col] or 0)
+        if row.get("source_checksums"):
+            row["source_checksums"] = json.loads(row["source_checksums"])
+        rows.append(row)
+    return rows
+
+
+def catalog_json(*, dataset: Mapping[str, Any], version: str, volume: int,
+                 volumes: Sequence[Mapping[str, Any]], withdrawn: Mapping[str, Sequence[str]],
+                 kaggle: Mapping[str, Any] | None) -> str:
+    """``catalog.json``: where every volume and part of the dataset is.
+
+    Small by construction: one entry per volume and per part, plus the ids of records whose
+    copy in an *earlier* volume is no longer live (updated or removed after that volume was
+    closed; such volumes are never rewritten). A reader loads every part index, drops the
+    withdrawn ids of earlier volumes, and has exactly the live records.
+    """
+    return json.dumps({"format": CATALOG_FORMAT, "dataset": dict(dataset),
+                       "dataset_version": version, "volume": volume,
+                       "volumes": [dict(v) for v in volumes],
+                       "withdrawn": {k: list(v) for k, v in sorted(withdrawn.items())},
+                       "kaggle": dict(kaggle) if kaggle else None},
+                      indent=1, sort_keys=True) + "\n"
 
 
 def _listed(ids: Sequence[str], line: Any) -> list[str]:
     lines = [line(rid) for rid in ids[:MAX_LISTED]]
     if len(ids) > MAX_LISTED:
-        lines.append(f"- ... and {len(ids) - MAX_LISTED} more (see index.csv)")
+        lines.append(f"- ... and {len(ids) - MAX_LISTED} more (see the part indexes)")
     return lines
 
 
@@ -84,8 +136,16 @@ def changelog_entry(version: str, day: date, changes: Changes, titles: Mapping[s
 
 
 def changelog(entries_newest_first: Iterable[str]) -> str:
-    """The whole CHANGELOG.md from each version's entry, newest first."""
-    return "# Changelog\n\n" + "\n".join(entries_newest_first)
+    """CHANGELOG.md from the newest :data:`CHANGELOG_VERSIONS` entries, newest first.
+
+    Bounded so it never grows with the dataset's age; every older entry is in the CHANGELOG of
+    the earlier versions, which stay on Zenodo unchanged."""
+    entries = list(entries_newest_first)
+    text = "# Changelog\n\n" + "\n".join(entries[:CHANGELOG_VERSIONS])
+    if len(entries) > CHANGELOG_VERSIONS:
+        text += (f"\n{len(entries) - CHANGELOG_VERSIONS} older version(s): see the CHANGELOG.md "
+                 "of the earlier versions on Zenodo.\n")
+    return text
 
 
 def sha256sums(files: Mapping[str, str]) -> str:
@@ -111,9 +171,9 @@ def kaggle_metadata(manifest: Any, counts: Mapping[str, int]) -> dict[str, Any]:
         "keywords": list(ds.keywords),
         "description": f"{ds.description}\n\nSee README.md for the layout, how to load the data "
                        "and how to cite it; CHANGELOG.md for what changed in each version.",
-        "resources": [{"path": "index.csv",
-                       "description": "One row per record: id, concept, DOI, part file, counts, "
-                                      "checksums, dataset version"}],
+        "resources": [{"path": "catalog.json",
+                       "description": "Where everything is: volumes (Zenodo concept DOIs, "
+                                      "record ranges, sizes), parts and their index files"}],
     }
     kaggle = manifest.destinations.kaggle
     if kaggle is not None:
@@ -121,44 +181,37 @@ def kaggle_metadata(manifest: Any, counts: Mapping[str, int]) -> dict[str, Any]:
     return meta
 
 
-def datapackage(manifest: Any, *, version: str, created: datetime,
-                files: Mapping[str, tuple[int, str]]) -> dict[str, Any]:
-    """Frictionless Data Package (v1) describing ``files`` ``{name: (bytes, "sha256:..")}``."""
-    ds = manifest.dataset
-    resources = []
-    for name, (size, digest) in sorted(files.items()):
-        res: dict[str, Any] = {"name": name.lower().replace("_", "-"), "path": name,
-                               "bytes": size, "hash": digest}
-        if name.endswith(".h5"):
-            res.update(format="hdf5", mediatype="application/x-hdf5",
-                       description="HDF5 part: one group /records/<id>/ per record")
-        elif name == "index.csv":
-            res.update(profile="tabular-data-resource", format="csv", mediatype="text/csv",
-                       encoding="utf-8", schema={"fields": [
-                           {"name": c, "type": "integer" if c in ("files", "images", "bytes")
-                            else "string"} for c in INDEX_COLUMNS]})
-        elif name.endswith(".json"):
-            res.update(format="json", mediatype="application/json")
-        elif name.endswith(".md"):
-            res.update(format="md", mediatype="text/markdown")
-        resources.append(res)
-    return {
-        "profile": "data-package", "name": ds.name, "title": ds.title,
-        "description": ds.description, "version": version,
-        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "licenses": [{"name": ds.license}], "keywords": list(ds.keywords),
-        "contributors": [{"title": c.name, "role": "author",
-                          **({"organization": c.affiliation} if c.affiliation else {}),
-                          **({"path": f"https://orcid.org/{c.orcid}"} if c.orcid else {})}
-                         for c in ds.creators],
-        "sources": [{"title": "Zenodo software records", "path": "https://zenodo.org"}],
-        "resources": resources,
-    }
+def volumes_section(volume: int, volumes: Sequence[Mapping[str, Any]],
+                    kaggle: Mapping[str, Any] | None) -> str:
+    """The card's "Volumes" section: every volume's concept DOI, record range and size (the
+    same facts as ``catalog.json``), and what the Kaggle copy holds."""
+    rows = []
+    for v in volumes:
+        doi = v.get("concept_doi")
+        where = f"https://doi.org/{doi}" if doi else (
+            "this record" if v["volume"] == volume else "not published yet")
+        rows.append(f"| {v['volume']} | {where} | {v.get('first_record') or '-'} .. "
+                    f"{v.get('last_record') or '-'} | {v.get('records', 0):,} | "
+                    f"{v.get('bytes', 0):,} |")
+    text = ("The dataset is split into volumes (one Zenodo record each, at most 100 files and a "
+            "size limit each); this is volume "
+            f"{volume}. `catalog.json` lists them all; download every volume to have all the "
+            "records.\n\n| volume | concept DOI | record ids | records | bytes |\n"
+            "|---:|---|---|---:|---:|\n" + "\n".join(rows) + "\n")
+    if kaggle:
+        text += (f"\nKaggle ({kaggle.get('dataset')}) holds the newest parts within "
+                 f"{kaggle.get('max_bytes', 0):,} bytes: {', '.join(kaggle.get('parts') or [])}"
+                 " with their index files; the full dataset is the Zenodo volumes above.\n")
+    return text
 
 
 def readme(manifest: Any, *, version: str, created: datetime, counts: Mapping[str, int],
-           notes: str, parts: Sequence[str], concept_doi: str | None) -> str:
-    """The dataset card: what the data is, how it was made, counts, how to load and cite it."""
+           notes: str, parts: Sequence[str], concept_doi: str | None, volume: int = 1,
+           volumes: Sequence[Mapping[str, Any]] = (), kaggle: Mapping[str, Any] | None = None,
+           researchers: str = "") -> str:
+    """The dataset card: what the data is, how it was made, counts, how to load and cite it;
+    ``researchers``: the sections of :func:`pipeline.research.card_sections` (pictures,
+    licences, concepts and splits, the loader)."""
     ds, p = manifest.dataset, manifest.processing
     authors = "; ".join(c.name for c in ds.creators)
     where = f"https://doi.org/{concept_doi}" if concept_doi else \
@@ -170,7 +223,8 @@ def readme(manifest: Any, *, version: str, created: datetime, counts: Mapping[st
                          for line in notes.splitlines()) + "\n"
     return f"""# {ds.title}
 
-Version **{version}**, built {created:%Y-%m-%d} by code-images-pipeline {__version__}.
+Version **{version}** (volume {volume}), built {created:%Y-%m-%d} by code-images-pipeline \
+{__version__}.
 
 {ds.description}
 
@@ -182,10 +236,13 @@ code point in a grid of {p.image_height} lines by {p.image_width} columns, and a
 such pages. Lines are cut at {p.image_width} columns and padded with spaces (32), the last page is
 padded with rows of spaces, and tabs expand to tab stops of {p.tab_width}.
 
-| records | software concepts | files | images | part files |
+| records (whole dataset) | software concepts | files | images | part files (this volume) |
 |---:|---:|---:|---:|---:|
 | {c['records']} | {c['concepts']} | {c['files']} | {c['images']} | {c['parts']} |
 
+## Volumes
+
+{volumes_section(volume, volumes, kaggle)}
 ## How it was made
 
 On a schedule, the pipeline harvests new or updated Zenodo software records, downloads each
@@ -198,54 +255,49 @@ an immutable, checksummed version like this one. Versions policy: `{manifest.sou
 ## Files
 
 - `part-NNNNNN.h5`: HDF5, one group `/records/<id>/` per record with `images` (N x
-  {p.image_height} x {p.image_width}, unsigned integers, gzip), `files` (one row per source file:
-  path, first_image, image_count, size, sha256, extension), the record's attributes and
-  `metadata.json` (the Zenodo record, file tree, processing parameters, checksums). Every
-  record of this version is in exactly one part; unchanged parts carry over byte-identical from
-  version to version, so updating a download only needs the new parts.
-- `index.csv` / `index.json`: every record of this version with its concept, DOI, version,
-  part file, counts, checksums, the dataset version that added it (`added_in`) and the one that
-  last wrote its data (`dataset_version`).
-- `datapackage.json` (Frictionless), `dataset-metadata.json` (Kaggle), `CHANGELOG.md`,
-  `SHA256SUMS` (check with `sha256sum -c SHA256SUMS`).
+  {p.image_height} x {p.image_width}, unsigned integers, gzip; each dataset's attributes say what
+  its values are, the padding value 32 and the dimension order), `files` (one row per source
+  file: path, first_image, image_count, size, sha256, extension, holder: the record whose
+  `images` hold the file's pages, empty for this one), a few attributes and `metadata.json`
+  (gzip-compressed JSON: the Zenodo record, labels, file tree, processing parameters,
+  checksums). Parts never change once written, so updating a download only needs the new parts.
+- `part-NNNNNN.csv`: the part's index, one row per **live** record of that part (concept, DOI,
+  version, licence, creators, publication date, repository, split, counts, checksums, the
+  dataset version that added it (`added_in`) and the one that wrote its data
+  (`dataset_version`), and its contents). A record updated or removed later leaves this index
+  but stays in the part's bytes (later versions of its software may hold references to its
+  pages): read the parts through their indexes (the loader does).
+- `code_images.py`: the loader (numpy and h5py only), see below; `croissant.json` (MLCommons
+  Croissant); `figure-*.png`: the pictures above.
+- `catalog.json`: every volume (concept DOI, record range, size, parts) and the records of
+  earlier volumes that are no longer live.
+- `datapackage.json` (Frictionless), `dataset-metadata.json` (Kaggle), `CHANGELOG.md` (the newest
+  versions), `SHA256SUMS` (check with `sha256sum -c SHA256SUMS`).
 
 This version has {len(parts)} part file(s): {', '.join(parts) or 'none'}.
 
-## How to load it
-
-With the project's loader (`pipeline.loader`, from the repository that builds this dataset),
-pointed at this downloaded folder:
+{researchers}
+Without the loader, with plain h5py, through the part indexes:
 
 ```python
-from pipeline.loader import iter_images, load_all, load_by_extension, load_by_pattern
-
-images = load_all("path/to/this/folder", min_nonblank_rows=5)   # drop near-empty pages
-python = load_by_extension("path/to/this/folder", ["py"])        # {{"py": images}}
-tests = load_by_pattern("path/to/this/folder", "*/tests/*")       # by path glob
-```
-
-or with plain h5py, through the index:
-
-```python
-import csv, json
+import csv, glob, gzip, json
 import h5py
 
-with open("index.csv", newline="") as fh:
-    rows = list(csv.DictReader(fh))
-for row in rows:
-    with h5py.File(row["part"], "r") as part:
-        group = part["records"][row["id"]]
-        images = group["images"][:]          # (n, {p.image_height}, {p.image_width}) code points
-        files = group["files"][:]            # path, first_image, image_count, size, sha256, ext
-        meta = json.loads(group["metadata.json"][()])
-        text_of_first_page = "\\n".join("".join(map(chr, line)) for line in images[0])
+for index in sorted(glob.glob("part-*.csv")):
+    with open(index, newline="") as fh, h5py.File(index[:-4] + ".h5", "r") as part:
+        for row in csv.DictReader(fh):
+            group = part["records"][row["id"]]
+            files = group["files"][:]        # path, first_image, image_count, ..., holder
+            meta = json.loads(gzip.decompress(group["metadata.json"][()].tobytes()))
+            # a file's pages: part["records"][holder or row["id"]]["images"][first:first+count]
+            # (a holder's group may sit in another part: the loader finds it)
 ```
 
 ## How to cite it
 
 {authors} ({year}). *{ds.title}* (version {version}) [Data set]. Zenodo. {where}
 
-Cite the software records themselves by the DOIs in `index.csv`. License: {ds.license}.
+Cite the software records themselves by the DOIs in the part indexes. License: {ds.license}.
 
 ## What changed in this version
 

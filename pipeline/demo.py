@@ -104,7 +104,9 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
 
 def run_demo(workdir: Path | None = None, *, jobs: int = 2, new_records: int = 4) -> int:
     """Run the pipeline three times against a fresh sandbox; print a short report."""
-    from pipeline.cli import main
+    from pipeline.actions import show
+    from pipeline.manifest import load
+    from pipeline.orchestrate import Context, run_all
     from pipeline.state import State
 
     keep = workdir is not None
@@ -112,8 +114,7 @@ def run_demo(workdir: Path | None = None, *, jobs: int = 2, new_records: int = 4
     root.mkdir(parents=True, exist_ok=True)
     box = sb.Sandbox(seed=0).start()
     try:
-        manifest = sandbox_manifest(box.url, root)
-        args = ["--manifest", str(manifest), "--workdir", str(root / "work")]
+        manifest = load(sandbox_manifest(box.url, root))
         print(f"demo: sandbox at {box.url}; everything is written under {root}", flush=True)
         codes = []
         with patched_environ(sandbox_environ(box.url)):
@@ -123,7 +124,8 @@ def run_demo(workdir: Path | None = None, *, jobs: int = 2, new_records: int = 4
                     print(f"\ndemo: the sandbox published {len(added)} new record(s) "
                           f"('tomorrow'): {', '.join(str(r['id']) for r in added)}", flush=True)
                 print(f"\n=== demo: {label} ===", flush=True)
-                codes.append(main([*args, "run", "--jobs", str(jobs)]))
+                ctx = Context(manifest=manifest, workdir=root / "work")
+                codes.append(0 if run_all(ctx, on_stage=show, jobs=jobs) else 1)
         state = State.load(root / "state" / "state.json")
         print(report(state, root, box))
         return 0 if all(c == 0 for c in codes) else 1
@@ -159,7 +161,7 @@ def report(state: Any, root: Path, box: sb.Sandbox) -> str:
         "notifications received by the sandbox: "
         + (", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"),
         "load the data:  python -c \"from pipeline.loader import load_all; "
-        f"print(load_all('{root / 'work' / 'versions'}/<version>').shape)\"",
+        f"print(load_all('{root / 'work' / 'records'}').shape)\"",
     ]
     return "\n".join(lines)
 

@@ -1,32 +1,41 @@
 """Incremental detection: which Zenodo software records are new or changed since the last run.
 
-How (ZENODO_API.md §1.4): harvest by ``updated`` windows with ``sort=updated-asc`` and
-``all_versions`` per the manifest, quoted ``Z`` timestamps, page size 100 with a token and 25
-without. Search can reach only the first 10,000 hits of a query, so a window whose ``total``
-reaches 10,000 is split in two (by time) until every part is below the cap; a backfill of any size
-is then complete. Each window starts ``overlap_minutes`` before the cursor, because ties in
-``updated``, index refresh lag and updates during a harvest can otherwise drop a record; the
-overlap is harmless since hits are de-duplicated on ``(id, revision)`` and compared with the state.
+How (ZENODO_API.md §1.4): harvest by ``updated`` with ``sort=updated-asc`` and ``all_versions``
+per the manifest, quoted ``Z`` timestamps, page size 100 with a token and 25 without. Each
+harvest starts ``overlap_minutes`` before the cursor, because ties in ``updated``, index refresh
+lag and updates during a harvest can otherwise drop a record; the overlap is harmless since hits
+are de-duplicated on ``(id, revision)`` and compared with the state.
 
-The decisions are pure functions (:func:`decide`, :func:`split`, :func:`select`) tested with
+Cost follows the plan, not the backlog (issue 8): hits arrive in ``updated`` order, so paging
+stops as soon as the plan is full (``max_records_per_run``, counting the records carried over
+from earlier runs), and the cursor stops at the last planned record. Records after it, including
+those sharing its timestamp, are read again by the next run, which starts at or before that
+timestamp. A run costs at most ``cap / page size`` pages plus a few (the overlap, the page the
+plan fills in, one restart per 10,000 hits), and a backfill of N records costs about N / 100
+search requests in all.
+
+Search reaches only the first 10,000 hits of a query. When paging reaches that window, the
+harvest goes on with a new query that starts at the last ``updated`` timestamp read (floored to
+the millisecond the index stores), so records sharing that timestamp are read twice rather than
+skipped; the de-duplication drops the repeats. Only 10,000 records within one millisecond stop it.
+
+The decisions are pure functions (:func:`decide`, :func:`restart_at`, :func:`select`) tested with
 plain asserts; :func:`detect` does the I/O. The cursor moves only after the plan is written.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import ServiceError
+from pipeline.errors import ServiceError, UsageError
 from pipeline.fsutil import atomic_write_json
 from pipeline.manifest import Manifest
 from pipeline.provenance import licence_refusal
-from pipeline.records import Record
+from pipeline.records import RECORD_ID, Record
 from pipeline.state import State
 from pipeline.zenodo import RESULT_WINDOW, ZenodoClient, format_ts, parse_ts, updated_range
 
@@ -86,16 +95,13 @@ def load_plan(path: Path) -> list[PlanEntry]:
 
 # -- pure decisions -------------------------------------------------------------------------
 
-def decide(record: Record, prev: dict[str, Any] | None, *, retry_limit: int,
-           concept_record: str | None = None) -> tuple[Action, str] | None:
+def decide(record: Record, prev: dict[str, Any] | None, *, retry_limit: int
+           ) -> tuple[Action, str] | None:
     """What to do with a harvested ``record`` given its state entry ``prev`` (None: unseen).
 
-    ``concept_record`` is another record id of the same concept already in the state.
     Returns ``(action, reason)`` or None when nothing needs doing.
     """
     if prev is None:
-        if concept_record:
-            return "new", f"new version of concept {record.concept_id} (after {concept_record})"
         return "new", "first seen"
     same_files = prev.get("checksums") == record.checksums
     same_revision = prev.get("revision") == record.revision
@@ -130,16 +136,15 @@ def _files_change(old: dict[str, str], new: dict[str, str]) -> str:
     return "files " + "; ".join(parts)
 
 
-def split(since: datetime, until: datetime) -> tuple[tuple[datetime, datetime], ...]:
-    """Halve a window at a whole millisecond.
+def restart_at(updated: str) -> datetime:
+    """Where the query after a full 10,000-hit window starts: the last hit's ``updated``, floored
+    to the millisecond.
 
-    Zenodo's search index stores dates with millisecond precision (OpenSearch ``date``), so a
-    bound inside a millisecond would be rounded the same way on both sides of the split.
+    Why floored: Zenodo's index stores dates with millisecond precision (OpenSearch ``date``), so
+    a bound inside a millisecond could exclude hits sharing the last hit's stored timestamp.
     """
-    ms = timedelta(milliseconds=1)
-    middle = since.replace(microsecond=since.microsecond // 1000 * 1000) + \
-        math.ceil((until - since) / 2 / ms) * ms
-    return (since, min(middle, until)), (min(middle, until), until)
+    moment = parse_ts(updated)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def select(retries: list[PlanEntry], harvested: list[PlanEntry], limit: int
@@ -155,32 +160,41 @@ def select(retries: list[PlanEntry], harvested: list[PlanEntry], limit: int
 
 def harvest(client: ZenodoClient, manifest: Manifest, since: datetime, until: datetime
             ) -> Iterator[tuple[Record, dict[str, Any]]]:
-    """Every record updated in ``[since, until)``, window by window, each window < 10,000 hits."""
+    """Every record updated in ``[since, until)`` in ``updated`` order, one page at a time.
+
+    A generator: pages are requested only as the caller consumes hits, so a caller that stops
+    early stops paging. Past 10,000 hits a new query starts at :func:`restart_at` the last hit.
+    """
     query = manifest.source.query
-    windows = deque([(since, until)])
-    while windows:
-        start, end = windows.popleft()
-        q = updated_range(start, end)
+    search = dict(resource_type=query.resource_type, communities=query.communities,
+                  all_versions=manifest.source.versions == "all")
+    size = client.page_size
+    start = since
+    while True:
+        q = updated_range(start, until)
         if query.extra.strip():
             q = f"{q} AND ({query.extra.strip()})"
-        search = dict(resource_type=query.resource_type, communities=query.communities,
-                      all_versions=manifest.source.versions == "all")
-        first = client.search(q, page=1, **search)
-        if first.total >= RESULT_WINDOW:
-            if end - start <= timedelta(milliseconds=1):
-                raise ServiceError(
-                    f"{first.total} records share one timestamp; cannot split the window",
-                    stage="detect", expected=f"fewer than {RESULT_WINDOW}", got=first.total,
-                    hint="narrow the query with source.query.extra")
-            windows.extendleft(reversed(split(start, end)))
-            continue
-        yield from zip(first.records, first.raw_hits, strict=True)
-        pages = math.ceil(first.total / client.page_size)
-        for page in range(2, pages + 1):
+        last: str | None = None
+        page = 1
+        while page * size <= RESULT_WINDOW:
             result = client.search(q, page=page, **search)
             yield from zip(result.records, result.raw_hits, strict=True)
-            if not result.records:
-                break  # the window shrank while paging (records were updated out of it)
+            if (not result.records and not result.refused) or (
+                    page * size >= result.total and result.total < RESULT_WINDOW):
+                return  # the window is read (it may shrink while paging: an empty page)
+            if result.records:   # a page of refused hits only (each logged) moves nothing
+                last = result.records[-1].updated
+            page += 1
+        if last is None:
+            return
+        restart = restart_at(last)
+        if restart <= start:
+            raise ServiceError(
+                f"{RESULT_WINDOW} or more records share the timestamp {last}; the harvest "
+                "cannot page past them", stage="detect", expected=f"fewer than {RESULT_WINDOW}",
+                got=f"a full window from {format_ts(start)}",
+                hint="narrow the query with source.query.extra")
+        start = restart
 
 
 def _now() -> datetime:
@@ -191,22 +205,26 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
            since: str | None = None, until: str | None = None,
            record_ids: tuple[str, ...] = (), max_records: int | None = None,
            now: datetime | None = None) -> Plan:
-    """Harvest, decide, write the plan to ``out``; then (only then) move the cursor."""
+    """Harvest, decide, write the plan to ``out``; then (only then) move the cursor.
+
+    Records carried over from earlier runs (planned but not processed, failed and still under
+    the retry limit) come first and count towards the cap; harvesting stops once the plan is
+    full.
+    """
     now = now or _now()
-    limit = min(max_records or manifest.source.max_records_per_run,
-                manifest.source.max_records_per_run if max_records is None else max_records)
+    limit = manifest.source.max_records_per_run if max_records is None else max_records
     excluded_records = set(manifest.source.exclusions.records)
     excluded_concepts = set(manifest.source.exclusions.concepts)
-    concept_index = {r.get("concept"): rid for rid, r in state.records.items() if r.get("concept")}
     plan = Plan(created=format_ts(now), since=None, until=None)
-    harvested: list[PlanEntry] = []
-    seen: set[str] = set()
+    carried = {} if record_ids else {e.id: e for e in _carried_over(manifest, state)}
+    harvested: dict[str, PlanEntry] = {}
+    seen: dict[str, int] = {}  # id -> highest revision read, to de-duplicate on (id, revision)
     refused: set[str] = set()   # by source.licenses
 
     def consider(record: Record, raw: dict[str, Any] | None, forced: bool = False) -> None:
-        if record.id in seen:
+        if record.id in seen and record.revision <= seen[record.id]:
             return
-        seen.add(record.id)
+        seen[record.id] = record.revision
         if record.id in excluded_records or (record.concept_id or "") in excluded_concepts:
             plan.skipped[record.id] = "excluded by the manifest (source.exclusions)"
             return
@@ -217,20 +235,33 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
         if refusal is not None:  # also removes a record whose licence changed from the dataset
             plan.skipped[record.id] = refusal
             refused.add(record.id)
+            carried.pop(record.id, None)
+            harvested.pop(record.id, None)
             return
         prev = state.records.get(record.id)
-        other = concept_index.get(record.concept_id)
-        decision = decide(record, prev, retry_limit=manifest.source.retry_limit,
-                          concept_record=other if other != record.id else None)
+        decision = decide(record, prev, retry_limit=manifest.source.retry_limit)
         if decision is None and forced:
             decision = ("updated", "requested with --record")
+        known = carried.get(record.id) or harvested.get(record.id)
+        if known is not None:
+            # Read again (a newer revision while paging, or a carried-over record): plan the
+            # newest metadata, in the place it already has.
+            known.record, known.raw = record.to_dict(), raw
+            if decision is not None and decision[0] == "updated":
+                known.action, known.reason, known.attempts = decision[0], decision[1], 0
+            return
         if decision is None:
             return
         action, reason = decision
         attempts = int(prev.get("attempts", 0)) if prev and action == "retry" else 0
-        harvested.append(PlanEntry(record.id, action, reason, attempts, record.to_dict(), raw))
+        harvested[record.id] = PlanEntry(record.id, action, reason, attempts, record.to_dict(),
+                                         raw)
 
+    truncated_at: str | None = None
     if record_ids:
+        bad = [rid for rid in record_ids if not RECORD_ID.match(rid)]
+        if bad:
+            raise UsageError(f"--record takes Zenodo record ids (digits); got {bad[0]!r}")
         for rid in record_ids:
             record, raw = client.record(rid)
             consider(record, raw, forced=True)
@@ -240,26 +271,24 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
             if state.cursor else parse_ts(manifest.source.since))
         end = parse_ts(until) if until else now
         plan.since, plan.until = format_ts(start), format_ts(end)
-        # Records of one window arrive in updated order; de-duplicate on (id, revision) by
-        # keeping the highest revision seen for an id.
-        latest: dict[str, tuple[Record, dict[str, Any]]] = {}
-        for record, raw in harvest(client, manifest, start, end):
-            kept = latest.get(record.id)
-            if kept is None or kept[0].revision < record.revision:
-                latest[record.id] = (record, raw)
-        for record, raw in sorted(latest.values(), key=lambda x: (x[0].updated, x[0].id)):
-            consider(record, raw)
+        room = limit - len(carried)
+        if room > 0:
+            hits = harvest(client, manifest, start, end)
+            for record, raw in hits:
+                consider(record, raw)
+                if len(harvested) >= room:
+                    truncated_at = record.updated
+                    hits.close()  # no further pages
+                    break
+        else:
+            truncated_at = state.cursor or plan.since
 
-    retries = _carried_over(manifest, state, seen, harvested)
-    chosen, truncated = select(retries, harvested, limit)
+    chosen, _ = select(list(carried.values()), list(harvested.values()), limit)
     plan.entries = chosen
     plan.search_requests = client.search_requests
     if not record_ids:
-        plan.cursor_after = plan.until
-        if truncated:
-            last = [e for e in chosen if e in harvested]
-            plan.cursor_after = last[-1].record["updated"] if last else state.cursor
-    atomic_write_json(out, plan.to_dict())
+        plan.cursor_after = truncated_at or plan.until
+    atomic_write_json(out, plan.to_dict(), indent=None)  # raw hits: compact, 3x faster
     # The plan is on disk: now record what it promises, and move the cursor.
     for entry in plan.entries:
         state.pending[entry.id] = {"action": entry.action, "reason": entry.reason,
@@ -268,6 +297,8 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
     for rid, reason in plan.skipped.items():
         if rid not in state.records or rid in refused:
             state.records[rid] = {"status": "skipped", "reason": reason, "attempts": 0}
+        if rid in refused:
+            state.pending.pop(rid, None)
     if plan.cursor_after:
         state.cursor = _later(state.cursor, plan.cursor_after)
     state.last_run["detect"] = {"at": plan.created, "counts": plan.counts(),
@@ -276,28 +307,25 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
     return plan
 
 
-def _carried_over(manifest: Manifest, state: State, seen: set[str],
-                  harvested: list[PlanEntry]) -> list[PlanEntry]:
-    """Failed records still under the retry limit, and planned records never processed."""
-    out = []
+def _carried_over(manifest: Manifest, state: State) -> list[PlanEntry]:
+    """Planned records never processed (oldest plan first), then failed records still under the
+    retry limit: the records a plan takes before harvesting new ones."""
+    out: dict[str, PlanEntry] = {}
     for rid, pend in sorted(state.pending.items(), key=lambda kv: kv[1].get("planned_at", "")):
-        if rid in seen:
-            continue
-        seen.add(rid)
-        out.append(PlanEntry(rid, "retry", f"planned {pend.get('planned_at')} but not processed "
+        out[rid] = PlanEntry(rid, "retry", f"planned {pend.get('planned_at')} but not processed "
                              f"yet ({pend.get('reason')})", int(pend.get("attempts", 0)),
-                             pend["record"]))
-    for rid, rec in sorted(state.failed().items()):
-        if rid in seen or int(rec.get("attempts", 0)) >= manifest.source.retry_limit:
+                             pend["record"])
+    retryable = state.failed(attempts_below=manifest.source.retry_limit)
+    for rid, rec in sorted(retryable.items()):
+        if rid in out or int(rec.get("attempts", 0)) >= manifest.source.retry_limit:
             continue
         if "record" not in rec:
             continue
-        seen.add(rid)
-        out.append(PlanEntry(rid, "retry", f"attempt {int(rec.get('attempts', 0)) + 1} of "
+        out[rid] = PlanEntry(rid, "retry", f"attempt {int(rec.get('attempts', 0)) + 1} of "
                              f"{manifest.source.retry_limit}; last error: "
                              f"{rec.get('reason', '')[:200]}", int(rec.get("attempts", 0)),
-                             rec["record"]))
-    return out
+                             rec["record"])
+    return list(out.values())
 
 
 def _later(a: str | None, b: str) -> str:

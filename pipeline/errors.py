@@ -12,9 +12,12 @@ one line, which is what the CLI prints and what the state file stores as a failu
     ├── StateError                 the state file is unreadable or from a newer schema
     ├── ServiceError               an HTTP service answered with an error or not at all
     │   ├── RateLimitedError       429 after the retry budget was spent
-    │   └── AuthError              401/403: the token is missing, wrong or lacks a scope
+    │   ├── AuthError              401/403: the token is missing, wrong or lacks a scope
+    │   └── ForeignDataError       a 2xx whose body is not what was expected (bad JSON, an
+    │                              error body, a record field of the wrong shape)
     ├── ChecksumError              downloaded bytes do not match Zenodo's md5 (or the size)
     ├── ArchiveError               corrupt or hostile archive (traversal, links, bombs, limits)
+    ├── LocalError                 this machine's disk or work folder failed, not the record
     ├── ConvertError               a file could not be turned into images
     ├── PublishError               a destination refused or garbled a version
     └── NotifyError                a notification channel failed
@@ -131,12 +134,35 @@ class AuthError(ServiceError):
     """401/403: missing, wrong or under-scoped credentials."""
 
 
+class ForeignDataError(ServiceError):
+    """A service answered, but with data the pipeline cannot use as it is.
+
+    Why its own class: a 200 holding invalid JSON, an error document, or a record whose id or
+    checksum would make a path outside the work folder is the service's fault (or an attack),
+    not a bug of ours; the record fails alone and is retried on later runs.
+    """
+
+
 class ChecksumError(PipelineError):
     """Downloaded bytes differ from the published checksum or size."""
 
 
 class ArchiveError(PipelineError):
     """An archive is corrupt, unsupported or hostile; only its record fails."""
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs["hint"] = kwargs.get("hint") or (
+            "the archive is corrupt or hostile; only this record failed and it is retried on "
+            "later runs (list it in source.exclusions.records to stop)")
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class LocalError(PipelineError):
+    """A local disk or work-folder error (EIO, EACCES, ENOSPC...) while handling a record.
+
+    Why its own class: it is not the record's fault, so it does not count as one of the
+    record's attempts (``source.retry_limit``), and it is never called a corrupt archive.
+    """
 
 
 class ConvertError(PipelineError):

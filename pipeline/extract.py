@@ -20,12 +20,22 @@ What is checked, and when:
 * **member count**: zip's central directory is walked *before* :mod:`zipfile` parses it (zipfile
   trusts the directory size, not the entry count, and would build one object per entry); tar is
   counted while streaming;
+* **path length and header payloads**: a member path may have at most ``MAX_PATH_BYTES`` (4096)
+  bytes in UTF-8. Zip name lengths are read from the central directory before :mod:`zipfile`
+  reads a name, and the directory itself may hold at most ``MAX_ZIP_DIRECTORY_BYTES``. A tar's
+  GNU long-name/long-link payload is refused above ``MAX_PATH_BYTES`` and a pax header above
+  ``MAX_PAX_HEADER_BYTES`` (1 MiB, also the total of all global pax headers) *before*
+  :mod:`tarfile` reads it whole (a 2 MB tar.gz can otherwise declare a 300 MB name). Tar names
+  that are not UTF-8 are decoded with U+FFFD for the bad bytes, and ``\\`` is a separator in
+  every archive, so ``..\\x`` is traversal too;
 * **uncompressed bytes and compression ratio**: zip's declared sizes are checked up front (zipfile
   never returns more than a member's declared size), tar streams are metered while they are
   decompressed, so a bomb stops after at most ``max_compression_ratio * compressed +
   ratio_floor_bytes`` bytes, not after filling the disk or memory;
 * **corruption**: CRC and stream errors, and a tar that ends without its end-of-archive block
-  (tarfile silently accepts that, so a truncated download would look complete).
+  (tarfile silently accepts that, so a truncated download would look complete). Only errors of
+  the archive formats count as corruption (:func:`is_format_error`): a local disk error or a bug
+  of ours is not blamed on the record's archive.
 
 Tar archives are read as a forward-only stream (``mode="r|"``), so a :class:`Member` can only be
 read before the iterator moves on, exactly like :mod:`tarfile`'s own stream mode.
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import gzip
 import io
 import lzma
@@ -49,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
-from pipeline.errors import ArchiveError
+from pipeline.errors import ArchiveError, LocalError
 from pipeline.manifest import Processing
 
 Format = Literal["zip", "tar", "tar.gz", "tar.bz2", "tar.xz"]
@@ -58,10 +69,45 @@ Kind = Literal["file", "symlink", "hardlink", "duplicate", "other"]
 _STAGE = "extract"
 _BLOCK = 1 << 16
 _MAX_LINK_TARGET = 4096
+MAX_PATH_BYTES = 4096
+MAX_PAX_HEADER_BYTES = 1024**2
+MAX_ZIP_DIRECTORY_BYTES = 64 * 1024**2  # zipfile holds it, and a ZipInfo per entry, in memory
 # Errors the standard library raises for corrupt or truncated data, translated at this boundary.
-# NotImplementedError is what zipfile raises for a compression method it does not support.
-_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
-            ValueError, struct.error, NotImplementedError)
+# NotImplementedError is what zipfile raises for a compression method it does not support;
+# UnicodeDecodeError a zip name flagged UTF-8 that is not.
+_FORMAT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError,
+                  struct.error, NotImplementedError, UnicodeDecodeError)
+_CORRUPT = (*_FORMAT_ERRORS, OSError, ValueError)  # caught, then sorted by is_format_error
+
+
+def is_format_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the archive's bytes are bad (the record's fault), not our machine.
+
+    gzip and bz2 raise plain ``OSError`` without an errno for bad data ("Not a gzipped file",
+    "Invalid data stream"); a seek to a garbage offset is ``EINVAL``. An ``OSError`` with any
+    other errno (EIO, EACCES, ENOSPC, ...) is the local disk, and a ``ValueError`` is only the
+    format's when the archive modules themselves raised it.
+    """
+    if isinstance(exc, _FORMAT_ERRORS):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (None, errno.EINVAL)
+    if isinstance(exc, ValueError):
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        origin = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+        return origin in ("zipfile", "tarfile", "gzip", "bz2", "lzma", "_compression",
+                          "zipfile._path")
+    return False
+
+
+class _HeaderTooLarge(Exception):
+    """Raised inside :mod:`tarfile` parsing; becomes an :class:`ArchiveError` in _iter_tar."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(what)
+        self.what, self.size, self.limit = what, size, limit
 
 
 def _too_many_members(kind: str, limits: ArchiveLimits, record: str | None) -> ArchiveError:
@@ -150,9 +196,18 @@ def detect_format(path: str | Path) -> Format | None:
         return "tar.bz2"
     if head[:6] == b"\xfd7zXZ\x00":
         return "tar.xz"
-    if _looks_like_tar(head):
+    if _looks_like_tar(head) or _empty_tar(path, head):
         return "tar"
     return None
+
+
+def _empty_tar(path: str | Path, head: bytes) -> bool:
+    """A valid tar with no members: only zero blocks (at least the two end-of-archive ones)."""
+    size = Path(path).stat().st_size
+    if len(head) < 512 or head.count(0) != len(head) or size < 1024 or size % 512:
+        return False
+    with open(path, "rb") as fh:
+        return all(block.count(0) == len(block) for block in iter(lambda: fh.read(_BLOCK), b""))
 
 
 def _looks_like_tar(block: bytes) -> bool:
@@ -171,8 +226,17 @@ def safe_member_path(name: str, *, record: str | None = None) -> str:
     """``name`` as a normalised relative POSIX path; raise :class:`ArchiveError` if it escapes.
 
     ``./a//b/`` becomes ``a/b``; ``/etc/passwd``, ``C:/x`` and any ``..`` component are hostile.
-    Returns ``""`` for the archive root (``./``), which callers skip.
+    Returns ``""`` for the archive root (``./``), which callers skip. ``\\`` is a separator
+    (broken Windows tools), bytes that were not UTF-8 become U+FFFD, and a path longer than
+    ``MAX_PATH_BYTES`` is refused.
     """
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\\", "/")
+    if len(name.encode("utf-8")) > MAX_PATH_BYTES:
+        raise ArchiveError(f"member path of {len(name.encode('utf-8'))} bytes "
+                           f"({name[:60]!r}...)", stage=_STAGE, record=record,
+                           expected=f"<= {MAX_PATH_BYTES} bytes",
+                           got=f"{len(name.encode('utf-8'))} bytes",
+                           hint="the archive is hostile or broken; the record was not processed")
     if "\0" in name:
         raise ArchiveError(f"member {name!r}: NUL byte in the path", stage=_STAGE, record=record)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
@@ -197,14 +261,17 @@ def _link_inside(member_path: str, target: str, *, hard: bool) -> bool:
 
 
 def iter_members(path: str | Path, *, limits: ArchiveLimits,
-                 record: str | None = None) -> Iterator[Member]:
+                 record: str | None = None, name: str | None = None) -> Iterator[Member]:
     """Yield every non-directory entry of the archive at ``path``, safely, in archive order.
 
     Raises :class:`ArchiveError` (naming the member and the reason) for hostile entries, limits
     exceeded and corrupt or truncated data. Each path is yielded once: a later duplicate of a path
-    comes back with a skip reason (the first copy is the one converted).
+    comes back with a skip reason (the first copy is the one converted). ``name`` (the archive's
+    key in its record) is what messages call the archive; the cache file's name means nothing
+    to a reader.
     """
-    fmt = _format_or_fail(path, record)
+    name = name or Path(path).name
+    fmt = _format_or_fail(path, record, name)
     seen: set[str] = set()
     inner = _iter_zip(path, limits, record) if fmt == "zip" else _iter_tar(
         path, fmt, limits, record)
@@ -216,11 +283,24 @@ def iter_members(path: str | Path, *, limits: ArchiveLimits,
             seen.add(member.path)
             yield member
             member._live[0] = False
+    except _HeaderTooLarge as exc:
+        raise ArchiveError(f"{fmt} archive {name}: {exc.what} of {exc.size} bytes",
+                           stage=_STAGE, record=record, expected=f"<= {exc.limit} bytes",
+                           got=f"{exc.size} bytes", hint="the archive is hostile or broken; "
+                           "the record was not processed") from exc
     except _CORRUPT as exc:
-        raise ArchiveError(f"corrupt or truncated {fmt} archive {Path(path).name}: "
-                           f"{type(exc).__name__}: {exc}", stage=_STAGE, record=record,
-                           hint="the download may be incomplete; it is retried on a later "
-                                "run") from exc
+        if not is_format_error(exc):
+            if isinstance(exc, OSError):
+                raise _local_error(exc, name, record) from exc
+            raise
+        raise ArchiveError(f"corrupt or truncated {fmt} archive {name}: "
+                           f"{type(exc).__name__}: {_short(str(exc))}", stage=_STAGE,
+                           record=record, hint="the download may be incomplete; it is retried "
+                           "on a later run") from exc
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def list_tree(path: str | Path, *, limits: ArchiveLimits,
@@ -231,14 +311,21 @@ def list_tree(path: str | Path, *, limits: ArchiveLimits,
             if m.kind != "duplicate"]
 
 
-def _format_or_fail(path: str | Path, record: str | None) -> Format:
+def _local_error(exc: OSError, name: str, record: str | None) -> LocalError:
+    """An ``OSError`` of our own disk while reading an archive: not the archive's fault."""
+    return LocalError(f"cannot read the downloaded archive {name}: {exc.strerror or exc}",
+                      stage=_STAGE, record=record, hint="a problem of this machine's disk or "
+                      "work folder, not of the record (it does not count as an attempt); fix it "
+                      "and run again")
+
+
+def _format_or_fail(path: str | Path, record: str | None, name: str) -> Format:
     try:
         fmt = detect_format(path)
     except OSError as exc:
-        raise ArchiveError(f"cannot open archive {path}: {exc.strerror}", stage=_STAGE,
-                           record=record) from exc
+        raise _local_error(exc, name, record) from exc
     if fmt is None:
-        raise ArchiveError(f"{Path(path).name} is not a zip or tar archive", stage=_STAGE,
+        raise ArchiveError(f"{name} is not a zip or tar archive", stage=_STAGE,
                            record=record, expected="zip, tar, tar.gz, tar.bz2 or tar.xz magic "
                            "bytes", got="unrecognised content",
                            hint="only archives are converted; check the record's files")
@@ -285,6 +372,10 @@ def _count_zip_entries(fp: IO[bytes], size: int, limits: ArchiveLimits,
                        record: str | None) -> int:
     """Walk the central directory headers (no objects built) and enforce ``max_members``."""
     start, length = _zip_directory(fp, size, record)
+    if length > MAX_ZIP_DIRECTORY_BYTES:
+        raise ArchiveError("zip central directory is too large", stage=_STAGE, record=record,
+                           expected=f"<= {MAX_ZIP_DIRECTORY_BYTES} bytes", got=f"{length} bytes",
+                           hint="the archive is hostile or broken; the record was not processed")
     fp.seek(start)
     count = pos = 0
     while pos < length:
@@ -293,6 +384,11 @@ def _count_zip_entries(fp: IO[bytes], size: int, limits: ArchiveLimits,
             raise ArchiveError(f"zip central directory is corrupt at entry {count + 1}",
                                stage=_STAGE, record=record)
         name_len, extra_len, comment_len = struct.unpack_from("<3H", header, 28)
+        if name_len > MAX_PATH_BYTES:
+            raise ArchiveError(f"zip entry {count + 1} has a name of {name_len} bytes",
+                               stage=_STAGE, record=record, expected=f"<= {MAX_PATH_BYTES} bytes",
+                               got=f"{name_len} bytes", hint="the archive is hostile or broken; "
+                               "the record was not processed")
         skip = name_len + extra_len + comment_len
         fp.seek(skip, io.SEEK_CUR)
         pos += _CENTRAL_HEADER_SIZE + skip
@@ -312,7 +408,7 @@ def _iter_zip(path: str | Path, limits: ArchiveLimits, record: str | None) -> It
             _check_zip_sizes(infos, archive_size, limits, record)
             for info in infos:
                 if info.is_dir():
-                    safe_member_path(info.filename.replace("\\", "/"), record=record)
+                    safe_member_path(info.filename, record=record)
                     continue
                 yield _zip_member(zf, info, record)
 
@@ -334,15 +430,23 @@ def _check_zip_sizes(infos: list[zipfile.ZipInfo], archive_size: int, limits: Ar
                            record=record, expected=f"<= {limits.max_uncompressed_bytes} bytes",
                            got=f"{total} bytes declared",
                            hint="raise processing.max_uncompressed_bytes if it is genuine")
+    if sum(info.compress_size for info in infos) > archive_size:
+        raise ArchiveError("zip entries overlap (their compressed sizes add up to more than the "
+                           "file: an overlapping-entry bomb)", stage=_STAGE, record=record,
+                           expected=f"<= {archive_size} compressed bytes in all",
+                           got=f"{sum(info.compress_size for info in infos)}",
+                           hint="the archive is hostile; the record was not processed")
     if limits.ratio_exceeded(total, archive_size):
-        raise ArchiveError(f"zip expands {total / max(archive_size, 1):.0f}:1 overall "
-                           f"(overlapping-entry bomb?)", stage=_STAGE, record=record,
+        raise ArchiveError(f"zip expands {total / max(archive_size, 1):.0f}:1 overall",
+                           stage=_STAGE, record=record,
                            expected=f"<= {limits.max_compression_ratio:g}:1",
-                           got=f"{total} bytes from {archive_size}")
+                           got=f"{total} bytes from {archive_size}",
+                           hint="raise processing.max_compression_ratio if the archive is "
+                           "genuine")
 
 
 def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, record: str | None) -> Member:
-    name = safe_member_path(info.filename.replace("\\", "/"), record=record)
+    name = safe_member_path(info.filename, record=record)
     mode = info.external_attr >> 16 if info.create_system == 3 else 0  # 3: made on Unix
 
     def reader(limit: int | None) -> bytes:
@@ -350,6 +454,8 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, record: str | None) 
             with zf.open(info) as fh:
                 return fh.read() if limit is None else fh.read(limit)
         except _CORRUPT as exc:
+            if not is_format_error(exc):
+                raise
             raise ArchiveError(f"member {name!r} cannot be read: {type(exc).__name__}: {exc}",
                                stage=_STAGE, record=record) from exc
 
@@ -443,6 +549,22 @@ class _CheckedTarInfo(tarfile.TarInfo):
             tarfile_.pipeline_stop_reason = f"{type(exc).__name__}: {exc}"
             raise
 
+    # tarfile reads these payloads whole with one read(); refuse absurd sizes before that.
+    def _proc_gnulong(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_PATH_BYTES + 1:  # the payload holds the path and a NUL
+            raise _HeaderTooLarge("GNU long name/link header", self.size, MAX_PATH_BYTES + 1)
+        return super()._proc_gnulong(tarfile_)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_PAX_HEADER_BYTES:
+            raise _HeaderTooLarge("pax header", self.size, MAX_PAX_HEADER_BYTES)
+        if self.type == tarfile.XGLTYPE:  # global headers accumulate for the whole archive
+            total = getattr(tarfile_, "pipeline_global_pax", 0) + self.size
+            tarfile_.pipeline_global_pax = total  # type: ignore[attr-defined]
+            if total > MAX_PAX_HEADER_BYTES:
+                raise _HeaderTooLarge("pax global headers", total, MAX_PAX_HEADER_BYTES)
+        return super()._proc_pax(tarfile_)  # type: ignore[misc]
+
 
 def _iter_tar(path: str | Path, fmt: Format, limits: ArchiveLimits,
               record: str | None) -> Iterator[Member]:
@@ -483,7 +605,8 @@ def _tar_member(tf: tarfile.TarFile, info: tarfile.TarInfo, stream: _MeteredStre
     if info.isdir() or not name:
         return None
     if info.issym() or info.islnk():
-        return _link_member(name, info.linkname, info.size, hard=info.islnk(), record=record)
+        target = info.linkname.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return _link_member(name, target, info.size, hard=info.islnk(), record=record)
     if info.ischr() or info.isblk() or info.isfifo():
         raise _special_member(name, record)
     if not info.isreg():
@@ -502,6 +625,8 @@ def _tar_member(tf: tarfile.TarFile, info: tarfile.TarInfo, stream: _MeteredStre
             assert fh is not None  # regular files always have a file object
             data = fh.read() if limit is None else fh.read(limit)
         except _CORRUPT as exc:
+            if not is_format_error(exc):
+                raise
             raise ArchiveError(f"member {name!r} cannot be read: {type(exc).__name__}: {exc}",
                                stage=_STAGE, record=record, hint="the download may be "
                                "incomplete; it is retried on a later run") from exc

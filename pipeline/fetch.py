@@ -11,20 +11,27 @@ An interrupted download resumes with ``Range: bytes=N-`` when the server answers
 file endpoint does); a 200 means start again. Records without an archive fall back to the GitHub
 release archive of their related identifier (``source.github.archive_url``); those have no
 published checksum, so their cache key is the repository and ref, and the sha256 is recorded.
+
+Every download has a total deadline derived from its size (:func:`download_deadline`):
+``processing.download_grace_seconds + size / processing.download_min_bytes_per_second``, by
+default 60 s plus 16 s per MiB (a 2 GiB archive gets about 9.3 hours); the size is the record's,
+else the server's ``Content-Length``, else ``processing.max_download_bytes``. A server that
+trickles (one byte a second never trips a read timeout) fails the attempt at the deadline.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import requests
-
-from pipeline.errors import ChecksumError, PipelineError, ServiceError
-from pipeline.http import HttpClient
+from pipeline.errors import ChecksumError, LocalError, PipelineError, ServiceError
+from pipeline.fsutil import file_digest, file_digests, safe_join
+from pipeline.http import HttpClient, content_length, iter_body
+from pipeline.manifest import Processing
 from pipeline.records import Record, RecordFile
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -74,11 +81,31 @@ def _zenodo_source(f: RecordFile) -> Source:
 
 def cache_path(cache: Path, source: Source) -> Path:
     """Where a verified copy of ``source`` lives: by md5 when known, else by origin and key."""
-    if source.md5:
+    if source.md5:  # "md5:<32 hex>", checked by pipeline.records where it came in
         alg, _, digest = source.md5.partition(":")
-        return cache / alg / digest
+        return safe_join(cache, alg, digest)
     safe = hashlib.sha256(source.key.encode("utf-8")).hexdigest()[:32]
-    return cache / "github" / safe
+    return safe_join(cache, "github", safe)
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """What one download may cost (manifest ``processing.max_download_bytes``, ``download_*``)."""
+
+    max_bytes: int = 2 * 1024**3
+    retries: int = 3
+    grace_seconds: float = 60.0
+    min_bytes_per_second: int = 65536
+
+    @classmethod
+    def from_processing(cls, p: Processing) -> DownloadLimits:
+        return cls(p.max_download_bytes, p.download_retries, p.download_grace_seconds,
+                   p.download_min_bytes_per_second)
+
+    def deadline(self, size: int) -> float:
+        """Seconds one download attempt of ``size`` bytes may take in all: a grace period plus
+        the size at the slowest acceptable rate (README "Limits")."""
+        return self.grace_seconds + size / self.min_bytes_per_second
 
 
 def download_action(target: Path) -> Literal["reuse", "resume", "fetch"]:
@@ -92,11 +119,28 @@ def download_action(target: Path) -> Literal["reuse", "resume", "fetch"]:
 
 
 def fetch(http: HttpClient, source: Source, cache: Path, *, record: str, max_bytes: int,
-          retries: int = 3) -> Downloaded:
-    """Download ``source`` into the cache (or reuse it) and verify its size and md5."""
+          retries: int = 3, limits: DownloadLimits | None = None) -> Downloaded:
+    """Download ``source`` into the cache (or reuse it) and verify its size and md5.
+
+    ``limits`` (default: ``max_bytes`` and ``retries`` with the default deadline) bound it.
+    """
+    limits = limits or DownloadLimits(max_bytes=max_bytes, retries=retries)
     target = cache_path(cache, source)
+    try:
+        return _fetch(http, source, target, record=record, limits=limits)
+    except OSError as exc:  # network errors are ServiceErrors by now: this is our disk
+        raise LocalError(f"cannot keep the download of {source.key} in {target.parent}: "
+                         f"{exc.strerror or exc}", stage="fetch", record=record,
+                         hint="a problem of this machine's disk or work folder, not of the "
+                         "record (it does not count as an attempt); fix it and run again"
+                         ) from exc
+
+
+def _fetch(http: HttpClient, source: Source, target: Path, *, record: str,
+           limits: DownloadLimits) -> Downloaded:
+    max_bytes, retries = limits.max_bytes, limits.retries
     if download_action(target) == "reuse":
-        return Downloaded(source, target, _sha256_of(target), target.stat().st_size, True)
+        return Downloaded(source, target, file_digest(target), target.stat().st_size, True)
     if source.size and source.size > max_bytes:
         raise PipelineError(
             f"archive {source.key} is larger than processing.max_download_bytes",
@@ -104,25 +148,17 @@ def fetch(http: HttpClient, source: Source, cache: Path, *, record: str, max_byt
             got=f"{source.size} bytes", hint="raise the limit in the manifest to process it")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    last: Exception | None = None
-    for _ in range(retries + 1):
+    for attempt in range(retries + 1):
         try:
-            _stream(http, source, part, record=record, max_bytes=max_bytes)
+            _stream(http, source, part, record=record, limits=limits)
             break
-        except (requests.RequestException, ServiceError) as exc:
-            last = exc
-            if isinstance(exc, ServiceError) and exc.status and exc.status < 500 \
-                    and exc.status != 429:
+        except ServiceError as exc:
+            if (exc.status and exc.status < 500 and exc.status != 429) or attempt == retries:
+                exc.hint = exc.hint or "the run can be repeated; the partial file is resumed"
                 raise
-    else:
-        assert last is not None
-        if isinstance(last, PipelineError):
-            raise last
-        raise ServiceError(f"download of {source.key} kept failing ({last})", stage="fetch",
-                           record=record, url=source.url,
-                           hint="the run can be repeated; the partial file is resumed") from last
     size = part.stat().st_size
-    md5, sha256 = _digests(part)
+    digests = file_digests(part, ("md5", "sha256"))
+    md5, sha256 = digests["md5"], digests["sha256"]
     if source.size and size != source.size:
         part.unlink()
         raise ChecksumError(f"size of {source.key} differs from the record", stage="fetch",
@@ -137,8 +173,10 @@ def fetch(http: HttpClient, source: Source, cache: Path, *, record: str, max_byt
     return Downloaded(source, target, sha256, size, False)
 
 
-def _stream(http: HttpClient, source: Source, part: Path, *, record: str, max_bytes: int
-            ) -> None:
+def _stream(http: HttpClient, source: Source, part: Path, *, record: str,
+            limits: DownloadLimits) -> None:
+    max_bytes = limits.max_bytes
+    started = time.monotonic()
     have = part.stat().st_size if part.is_file() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     response = http.request("GET", source.url, stage="fetch", record=record, stream=True,
@@ -147,16 +185,19 @@ def _stream(http: HttpClient, source: Source, part: Path, *, record: str, max_by
     with response:
         if response.status_code == 200:
             have = 0  # the server ignored the Range: start again
-        length = response.headers.get("Content-Length")
-        if length and have + int(length) > max_bytes:
+        length = content_length(response)  # None when absent or garbled: md5 decides
+        if length is not None and have + length > max_bytes:
             raise PipelineError(
                 f"archive {source.key} is larger than processing.max_download_bytes",
                 stage="fetch", record=record, url=source.url, expected=f"<= {max_bytes} bytes",
-                got=f"{have + int(length)} bytes",
+                got=f"{have + length} bytes",
                 hint="raise the limit in the manifest to process it")
+        size = source.size or (have + length if length is not None else max_bytes)
+        deadline = started + limits.deadline(size - have)
         written = have
         with open(part, "ab" if have else "wb") as out:
-            for block in response.iter_content(BLOCK):
+            for block in iter_body(response, stage="fetch", record=record,
+                                   what=f"the download of {source.key}", deadline=deadline):
                 written += len(block)
                 if written > max_bytes:
                     out.close()
@@ -167,16 +208,3 @@ def _stream(http: HttpClient, source: Source, part: Path, *, record: str, max_by
                         expected=f"<= {max_bytes} bytes", got=f"> {max_bytes} bytes",
                         hint="raise the limit in the manifest to process it")
                 out.write(block)
-
-
-def _digests(path: Path) -> tuple[str, str]:
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(BLOCK), b""):
-            md5.update(block)
-            sha.update(block)
-    return f"md5:{md5.hexdigest()}", f"sha256:{sha.hexdigest()}"
-
-
-def _sha256_of(path: Path) -> str:
-    return _digests(path)[1]

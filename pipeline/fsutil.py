@@ -1,4 +1,5 @@
-"""Write temp, verify, replace (STYLE guideline 3), and ``"alg:hex"`` checksums of files.
+"""Write temp, verify, replace (STYLE guideline 3), ``"alg:hex"`` checksums of files, and the one
+place that joins a folder with a name taken from elsewhere (:func:`safe_join`).
 
 Why: the pipeline is killed by CI time limits and by people pressing cancel. Every file it writes
 (downloads, HDF5, state, plans, version folders) must be either the old complete file or the new
@@ -65,10 +66,46 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     atomic_write_text(path, dumps_json(obj, indent=indent))
 
 
-def file_digest(path: str | os.PathLike[str], alg: str = "sha256") -> str:
-    """``"alg:hex"`` of a file, read in 1 MiB blocks."""
-    h = hashlib.new(alg)
+def file_digests(path: str | os.PathLike[str], algs: tuple[str, ...] = ("sha256",)
+                 ) -> dict[str, str]:
+    """``{alg: "alg:hex"}`` of a file for every algorithm in ``algs``, in one read (1 MiB blocks).
+
+    Why one helper: downloads need md5 (what Zenodo publishes) and sha256 (what we record) of
+    the same bytes; reading a 2 GB archive twice would double the cost.
+    """
+    hashes = {alg: hashlib.new(alg, usedforsecurity=False) for alg in algs}
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return f"{alg}:{h.hexdigest()}"
+            for h in hashes.values():
+                h.update(block)
+    return {alg: f"{alg}:{h.hexdigest()}" for alg, h in hashes.items()}
+
+
+def file_digest(path: str | os.PathLike[str], alg: str = "sha256") -> str:
+    """``"alg:hex"`` of a file, read in 1 MiB blocks."""
+    return file_digests(path, (alg,))[alg]
+
+
+class UnsafePathError(ValueError):
+    """A name would make a path outside its folder (raised by :func:`safe_join`)."""
+
+
+def safe_join(folder: str | os.PathLike[str], *names: str) -> Path:
+    """``folder / names...``, guaranteed to stay inside ``folder``.
+
+    Why: ids, checksums and file keys come from services; they are validated where they enter
+    (:mod:`pipeline.records`), and this is the second line: every path made from such a name goes
+    through here. Each name must be a plain relative path (no NUL, no absolute path, no ``..``);
+    the joined path, with symlinks resolved, must lie under the resolved folder.
+    """
+    base = Path(folder)
+    out = base
+    for name in names:
+        if not name or "\0" in name or name.startswith(("/", "\\")) or any(
+                part == ".." for part in name.replace("\\", "/").split("/")):
+            raise UnsafePathError(f"{name!r} cannot name a file inside {base}")
+        out = out / name
+    root = base.resolve()
+    if out.resolve() != root and root not in out.resolve().parents:
+        raise UnsafePathError(f"{out} leaves {base}")
+    return out

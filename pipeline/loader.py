@@ -19,6 +19,7 @@ from pipeline.code_images import (
     Images,
     Library,
     Source,
+    dataset_parts,
     export_png,
     group_labels,
     iter_entries,
@@ -28,6 +29,7 @@ from pipeline.code_images import (
     load_by_extension,
     load_by_pattern,
     load_split,
+    open_catalog,
     page_to_text,
     read_metadata,
     record_groups,
@@ -35,8 +37,8 @@ from pipeline.code_images import (
 )
 
 __all__ = [
-    "DEFAULT_SPLITS", "FileEntry", "Images", "Library", "Source", "export_png", "group_labels",
-    "iter_entries", "iter_files", "iter_images", "load_all", "load_by_extension",
-    "load_by_pattern", "load_split", "page_to_text", "read_metadata", "record_groups",
-    "save_png",
+    "DEFAULT_SPLITS", "FileEntry", "Images", "Library", "Source", "dataset_parts", "export_png",
+    "group_labels", "iter_entries", "iter_files", "iter_images", "load_all", "load_by_extension",
+    "load_by_pattern", "load_split", "open_catalog", "page_to_text", "read_metadata",
+    "record_groups", "save_png",
 ]

@@ -85,6 +85,8 @@ SCHEMA: dict[str, Any] = _obj({
         "max_uncompressed_bytes": _d(_POSINT, 8 * 1024**3),
         "max_compression_ratio": _d({"type": "number", "exclusiveMinimum": 1}, 200),
         "download_retries": _d({"type": "integer", "minimum": 0, "maximum": 20}, 3),
+        "download_grace_seconds": _d({"type": "number", "minimum": 1}, 60),
+        "download_min_bytes_per_second": _d(_POSINT, 65536),
         "compression_level": _d({"type": "integer", "minimum": 0, "maximum": 9}, 4),
     }), {}),
     "dataset": _obj({
@@ -108,6 +110,7 @@ SCHEMA: dict[str, Any] = _obj({
             "deposition_id": _d({"type": ["string", "null"]}, None),
             "mode": _d({"enum": ["publish", "draft"]}, "publish"),
             "community": _d({"type": ["string", "null"]}, None),
+            "volume_max_bytes": _d({"type": "integer", "minimum": 1}, 45_000_000_000),
         }),
         "kaggle": _obj({
             "enabled": _d({"type": "boolean"}, True),
@@ -116,6 +119,7 @@ SCHEMA: dict[str, Any] = _obj({
             "api_url": _d({"type": ["string", "null"], "pattern": "^https?://"}, None),
             "files": _d({"enum": ["all", "latest-parts"]}, "all"),
             "status_timeout_seconds": _d({"type": "number", "exclusiveMinimum": 0}, 600),
+            "max_bytes": _d({"type": "integer", "minimum": 1}, 20_000_000_000),
         }, ("dataset",)),
     }), {}),
     "notifications": _d(_obj({
@@ -206,6 +210,8 @@ class Processing:
     max_uncompressed_bytes: int
     max_compression_ratio: float
     download_retries: int
+    download_grace_seconds: float
+    download_min_bytes_per_second: int
     compression_level: int
 
 
@@ -236,6 +242,7 @@ class ZenodoDestination:
     deposition_id: str | None
     mode: Literal["publish", "draft"]
     community: str | None
+    volume_max_bytes: int = 45_000_000_000
 
     @property
     def token(self) -> str | None:
@@ -250,6 +257,7 @@ class KaggleDestination:
     api_url: str | None
     files: Literal["all", "latest-parts"]
     status_timeout_seconds: float
+    max_bytes: int = 20_000_000_000
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,11 @@ Why this shape:
 * ``--jobs N`` runs records in N worker processes (conversion is CPU-bound numpy and zlib work);
 * each record ends in exactly one *outcome* file written atomically (:mod:`pipeline.state`), so
   a killed run loses at most the records in progress, and the next run skips what is done;
-* a failing record is recorded with its reason and attempt count and never stops the others.
+* a failing record is recorded with its reason and attempt count and never stops the others,
+  including a record whose worker process is killed (the kernel's out-of-memory killer sends
+  SIGKILL): the records that were in the broken pool are run again one at a time in a fresh
+  worker, so the one that kills its worker again fails alone ("worker killed, probably out of
+  memory") and the innocent ones finish.
 """
 
 from __future__ import annotations
@@ -19,18 +23,21 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.detect import PlanEntry, load_plan
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import LocalError, PipelineError, UsageError
 from pipeline.http import HttpClient
 from pipeline.manifest import Manifest
-from pipeline.records import Record
+from pipeline.records import RECORD_ID, Record
 from pipeline.state import State, outcome_path, write_outcome
+from pipeline.zenodo import ZenodoClient
 
 log = logging.getLogger("pipeline.process")
 
@@ -107,7 +114,7 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
     entries = [e for e in load_plan(plan_path) if in_shard(e.id, shard)]
     report = ProcessReport(planned=len(entries), shard=shard)
     todo = []
-    for entry in entries:
+    for entry in _usable(entries, report):
         (report.already if already_done(entry, state, workdir) else todo).append(entry)
     args = [(entry, manifest.path, str(workdir)) for entry in todo]
     if jobs == 1 or len(todo) <= 1:
@@ -117,6 +124,25 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
         _run_pool(args, jobs, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _usable(entries: list[PlanEntry], report: ProcessReport) -> list[PlanEntry]:
+    """The entries whose id can name files; the others fail here, without an outcome file.
+
+    Ids are checked where records enter (:mod:`pipeline.records`); this catches plans and
+    states written before that check, or edited by hand.
+    """
+    usable = []
+    for entry in entries:
+        if RECORD_ID.match(str(entry.id)):
+            usable.append(entry)
+            continue
+        shown = repr(entry.id)[:60]
+        report.failed[shown] = (f"[process] record {shown}: the plan holds an id that cannot "
+                                "name a file; expected 1 to 20 digits. Run `detect` again "
+                                "to rebuild the plan")
+        log.warning("%s", report.failed[shown])
+    return usable
 
 
 def remove_stale_temporaries(folder: Path, *, older_than: float = 3600.0) -> int:
@@ -138,19 +164,66 @@ def remove_stale_temporaries(folder: Path, *, older_than: float = 3600.0) -> int
 
 def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
     progress = _progress(len(args))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        queue = list(args)
-        running: set[Future] = set()
-        while queue or running:
-            while queue and len(running) < jobs * 2:
-                running.add(pool.submit(process_one, *queue.pop(0)))
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                _collect(report, future.result())
-                if progress:
-                    progress.update(1)
+
+    def collect(outcome: dict[str, Any]) -> None:
+        _collect(report, outcome)
+        if progress:
+            progress.update(1)
+
+    queue = list(args)
+    while queue:  # a new pool after each one a killed worker broke
+        queue, suspects = _pool_round(queue, jobs, collect)
+        for a in suspects:  # alone, so a worker killed again names its record
+            if _pool_round([a], 1, collect)[1]:
+                collect(_killed_outcome(*a))
     if progress:
         progress.close()
+
+
+def _pool_round(queue: list[tuple], jobs: int, collect: Callable[[dict[str, Any]], None]
+                ) -> tuple[list[tuple], list[tuple]]:
+    """Run ``queue`` in one pool until it is done or a worker dies.
+
+    Returns the records not started yet and those that were in the pool when it broke (one of
+    them killed its worker, but which one is unknown).
+    """
+    queue = list(queue)
+    suspects: list[tuple] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Future, tuple] = {}
+        while queue or running:
+            while queue and len(running) < jobs * 2 and not suspects:
+                a = queue.pop(0)
+                running[pool.submit(process_one, *a)] = a
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                a = running.pop(future)
+                try:
+                    collect(future.result())
+                except BrokenProcessPool:
+                    suspects.append(a)
+            if suspects:  # every other future of a broken pool fails the same way
+                for future, a in running.items():
+                    try:
+                        collect(future.result())
+                    except BrokenProcessPool:
+                        suspects.append(a)
+                break
+    return queue, suspects
+
+
+def _killed_outcome(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str, Any]:
+    """The outcome of a record whose worker process died (written here: the worker cannot)."""
+    log.warning("record %s: its worker process was killed", entry.id)
+    outcome = _failed(entry, Record.from_dict(entry.record), (
+        f"[process] record {entry.id}: worker killed, probably out of memory; expected the "
+        "worker to finish the record, got a worker ended by a signal (SIGKILL from the kernel's "
+        "out-of-memory killer, or a person). Run it alone with more memory (`process --jobs 1`),"
+        " or add it to source.exclusions.records; it is retried on the next runs"))
+    write_outcome(Path(workdir), outcome)
+    return outcome
 
 
 def _progress(total: int) -> Any:
@@ -178,7 +251,7 @@ def _now() -> str:
 
 # -- one record (runs in a worker process) ---------------------------------------------------
 
-_CLIENTS: dict[str, HttpClient] = {}
+_CLIENTS: dict[str, Any] = {}
 _MANIFESTS: dict[Path, Manifest] = {}
 # A forked worker must not reuse the parent's sessions: their keep-alive sockets would be shared
 # by two processes and the responses interleaved (seen as md5 mismatches of downloads).
@@ -194,17 +267,20 @@ def _manifest(path: Path) -> Manifest:
     return _MANIFESTS[path]
 
 
+def _zenodo(manifest: Manifest) -> ZenodoClient:
+    """The worker's Zenodo client: record reads and file downloads share its session."""
+    if "zenodo" not in _CLIENTS:
+        _CLIENTS["zenodo"] = ZenodoClient(manifest.source.zenodo)
+    return _CLIENTS["zenodo"]
+
+
 def _client(manifest: Manifest, origin: str) -> HttpClient:
     """One session per service per worker process (sessions cannot cross processes)."""
+    if origin == "zenodo":
+        return _zenodo(manifest).http
     if origin not in _CLIENTS:
-        if origin == "zenodo":
-            z = manifest.source.zenodo
-            _CLIENTS[origin] = HttpClient(service="Zenodo files", token=z.token,
-                                          retries=z.max_retries,
-                                          timeout=(10.0, z.timeout_seconds))
-        else:
-            token = os.environ.get(manifest.source.github.token_env) or None
-            _CLIENTS[origin] = HttpClient(service="GitHub archives", token=token)
+        token = os.environ.get(manifest.source.github.token_env) or None
+        _CLIENTS[origin] = HttpClient(service="GitHub archives", token=token)
     return _CLIENTS[origin]
 
 
@@ -214,22 +290,48 @@ def process_one(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict[str
     manifest = _manifest(manifest_path)
     folder = Path(workdir)
     record = Record.from_dict(entry.record)
-    base = {"id": entry.id, "concept": record.concept_id, "revision": record.revision,
-            "updated": record.updated, "checksums": record.checksums, "processed_at": _now()}
+    remove_record_temporaries(folder, entry.id)
     try:
         result = convert_record(manifest, record, entry.raw, folder)
-        outcome = {**base, "status": "done", "attempts": 0, "reason": "", **result}
+        outcome = {**_base(entry, record), "status": "done", "attempts": 0, "reason": "",
+                   **result}
+    except LocalError as exc:  # this machine's fault: not one of the record's attempts
+        outcome = {**_failed(entry, record, str(exc)), "attempts": entry.attempts}
     except PipelineError as exc:
-        outcome = {**base, "status": "failed", "attempts": entry.attempts + 1,
-                   "reason": str(exc), "record": entry.record}
+        outcome = _failed(entry, record, str(exc))
     except Exception as exc:  # a bug must fail one record, loudly, not the run
         log.exception("record %s: unexpected error", entry.id)
-        outcome = {**base, "status": "failed", "attempts": entry.attempts + 1,
-                   "reason": f"[process] record {entry.id}: unexpected {type(exc).__name__}: "
-                             f"{exc}. This is a bug; please report it with this message",
-                   "record": entry.record}
+        outcome = _failed(entry, record, f"[process] record {entry.id}: unexpected "
+                          f"{type(exc).__name__}: {exc}. This is a bug; please report it with "
+                          "this message")
     write_outcome(folder, outcome)
     return outcome
+
+
+def _base(entry: PlanEntry, record: Record) -> dict[str, Any]:
+    return {"id": entry.id, "concept": record.concept_id, "revision": record.revision,
+            "updated": record.updated, "checksums": record.checksums, "processed_at": _now()}
+
+
+def _failed(entry: PlanEntry, record: Record, reason: str) -> dict[str, Any]:
+    return {**_base(entry, record), "status": "failed", "attempts": entry.attempts + 1,
+            "reason": reason, "record": entry.record}
+
+
+def remove_record_temporaries(workdir: Path, record_id: str) -> int:
+    """Delete what a killed run left half-written for this record, before it is processed again.
+
+    Safe at any age: a record is processed by one worker of one shard at a time (shards
+    partition the plan), so these files can only be a dead run's.
+    """
+    removed = 0
+    for folder, name in ((workdir / "records", f"{record_id}.h5"),
+                         (workdir / "records", f"{record_id}.json"),
+                         (workdir / "outcomes", f"{record_id}.json")):
+        for path in folder.glob(f".{name}.*tmp") if folder.is_dir() else ():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | None,
@@ -239,7 +341,7 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
     Returns the outcome fields of a processed record. Raises a :class:`PipelineError` naming
     the stage for a record that cannot be processed.
     """
-    from pipeline.fetch import fetch, sources_for
+    from pipeline.fetch import DownloadLimits, fetch, sources_for
     from pipeline.provenance import record_labels, splits
     from pipeline.store import SourceArchive, write_record
 
@@ -253,16 +355,14 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
     if raw is None:
         # Plans carried over from earlier runs keep only the parsed record; the metadata of
         # the output holds Zenodo's own JSON, so read it again.
-        zenodo = _client(manifest, "zenodo")
-        raw = zenodo.request("GET", f"{manifest.source.zenodo.url.rstrip('/')}/api/records/"
-                             f"{record.id}", stage="fetch", record=record.id,
-                             headers={"Accept": "application/json"}).json()
+        raw = _zenodo(manifest).record(record.id, stage="fetch")[1]
     p = manifest.processing
     cache = workdir / "downloads"
     archives = []
+    limits = DownloadLimits.from_processing(p)
     for source in sources:
         got = fetch(_client(manifest, source.origin), source, cache, record=record.id,
-                    max_bytes=p.max_download_bytes, retries=p.download_retries)
+                    max_bytes=p.max_download_bytes, limits=limits)
         archives.append(SourceArchive(key=source.key, path=got.path, checksum=source.md5,
                                       sha256=got.sha256))
     labels = record_labels(raw, splits(manifest))

@@ -1,21 +1,37 @@
-"""The pipeline's single state file (SPEC section 7): cursor, records, versions, destinations,
-publishing journal and notifications sent.
+"""The pipeline's state (SPEC section 7): cursor, records, versions, destinations, publishing
+journal and notifications sent.
 
-Why one JSON file: the scheduled workflow commits it back to the repository, so every change of
-state is reviewable in git (sorted keys, one key per line). It is written atomically
-(:func:`pipeline.fsutil.atomic_write_json`); a run killed at any moment leaves the previous state.
+Why this layout: the scheduled workflow commits the state back to the repository every day, so
+every change is reviewable in git, and a state of a million records must stay below GitHub's
+50 MB warning with a daily diff the size of that day's changes (SCALE.md). So the state is
 
-Per-record progress during ``process`` is not written here record by record (rewriting a state of
-100,000 records per record would be quadratic). Workers write one small *outcome* file per record
-(``<workdir>/outcomes/<id>.json``, atomically) and :func:`ingest_outcomes` folds them into the
-state at the start of every command. Outcomes carry absolute attempt counts, so folding one twice
-changes nothing; that is also how the shards of a GitHub Actions matrix report back.
+* ``state/state.json`` (``state.path``): everything small (cursor, pending, versions,
+  destinations, journal, notifications, last run) plus a one-line summary per records file;
+* ``state/state.records/<NNNNNN>.jsonl`` (folder ``<stem>.records`` beside the state file): the
+  records, one compact JSON line each (``{"id": ..., ...}``, sorted by id), split by record-id
+  range (:data:`IDS_PER_FILE` ids a file). New Zenodo records have ascending ids, so a day's new
+  records land in one or two files, and a record's change is a one-line diff.
 
-Layout (``schema`` 1)::
+Every file is written atomically (:mod:`pipeline.fsutil`), the records files first and
+``state.json`` last; only the records files whose text changed are rewritten. Records files are
+read lazily: a command that looks up a few records (a no-op ``detect``, ``process``) reads only
+their files, and the per-file summary (status counts and the failed records with their attempt
+counts) answers :meth:`State.counts` and :meth:`State.failed` without reading the others.
+
+Per-record progress during ``process`` is not written here record by record. Workers write one
+small *outcome* file per record (``<workdir>/outcomes/<id>.json``, atomically) and
+:func:`ingest_outcomes` folds them into the state at the start of every command. Outcomes carry
+absolute attempt counts, so folding one twice changes nothing; that is also how the shards of a
+GitHub Actions matrix report back.
+
+Layout of ``state.json`` (``schema`` 2; a schema-1 file, which held every record inline, loads
+and is migrated on the next save)::
 
     cursor          ISO 8601 "Z" timestamp the harvest has reached (exclusive upper bound)
-    records         {id: {status: done|failed|skipped, concept, revision, updated, checksums,
-                          attempts, reason, images, files, output, processed_at, version}}
+    record_files    {file stem: {done: n, failed: {id: attempts}, skipped: n}}
+                    (each records line: {id, status: done|failed|skipped, concept, revision,
+                    updated, checksums, attempts, reason, images, files, output, sha256,
+                    version, part, added_in}; part: the part file holding its live copy)
     pending         {id: {action, reason, attempts, record, planned_at}}: planned by ``detect``
                     and not processed yet; carried into the next plan, because the cursor has
                     already moved past them
@@ -23,40 +39,226 @@ Layout (``schema`` 1)::
     destinations    {zenodo: {...ids...}, kaggle: {...}}
     journal         {destination: {version, step, ...}} publishing in progress
     notifications   {version: {channel: {status, attempts, error}}}
+
+A record line: ``{"id", "status": done|failed|skipped, "concept", "revision", "updated",
+"checksums", "attempts", "reason", "images", "files", "output", "sha256", "version"}`` (a failed
+record also keeps the planned ``record`` to retry it). No per-run timestamp is kept per record
+(when a record was processed is in its metadata JSON and the version's changelog), so an
+unchanged record never changes its line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import StateError
-from pipeline.fsutil import atomic_write_json, atomic_write_text
+from pipeline.fsutil import atomic_write_json, atomic_write_text, safe_join
+from pipeline.records import id_key
 
-SCHEMA = 1
-# What the state keeps of a record's outcome; the rest (archive URLs, byte counts) lives in the
-# record's metadata JSON. At 100,000 records every key costs megabytes in a committed file.
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
+# What the state keeps of a record's outcome; the rest (archive URLs, byte counts, when it was
+# processed) lives in the record's metadata JSON. At a million records every key costs
+# megabytes in committed files, and a key that changes on every run costs a diff line a record.
 RECORD_KEYS = frozenset({"status", "concept", "revision", "updated", "checksums", "attempts",
-                         "reason", "images", "files", "output", "sha256", "processed_at",
-                         "version", "record"})
+                         "reason", "images", "files", "output", "sha256", "version",
+                         "record", "part", "added_in"})
+# Where a record sits in the published dataset: kept when the record is processed again, until
+# ``version`` moves it (its old copy then leaves the old part's index).
+PLACEMENT_KEYS = ("part", "added_in")
 RecordStatus = Literal["done", "failed", "skipped"]
+# Record ids per records file. Zenodo ids grow by about 30,000 a day (all record types), so a
+# day's new software records fall in one to three files; a file holds at most 10,000 records
+# (about 3 MB), and a million records make 100 to 2,000 files.
+IDS_PER_FILE = 10_000
+
+
+def records_folder(state_path: Path) -> Path:
+    """Where the records of the state file ``state_path`` live: ``<stem>.records`` beside it."""
+    return state_path.with_name(f"{state_path.stem}.records")
+
+
+def file_of(record_id: str) -> str:
+    """The records file (stem) holding ``record_id``: its id range, zero-padded to sort."""
+    return f"{int(record_id) // IDS_PER_FILE:06d}" if record_id.isdigit() else "other"
+
+
+def render_records(records: dict[str, dict[str, Any]]) -> str:
+    """One compact JSON line per record, sorted by id, the id first (``grep '"id":"123"'``)."""
+    lines = []
+    for rid in sorted(records, key=id_key):
+        body = json.dumps(records[rid], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        lines.append(f'{{"id":{json.dumps(rid)}' + ("," + body[1:] if body != "{}" else "}"))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def summarise(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What ``state.json`` keeps of one records file: status counts and the failed records."""
+    out: dict[str, Any] = {"done": 0, "failed": {}, "skipped": 0}
+    for rid, rec in records.items():
+        if rec.get("status") == "failed":
+            out["failed"][rid] = int(rec.get("attempts", 0))
+        else:
+            out[rec.get("status", "done")] = out.get(rec.get("status", "done"), 0) + 1
+    return out
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+class Records(MutableMapping[str, dict[str, Any]]):
+    """``{record id: entry}`` backed by the records files, each read on first use.
+
+    Entries may be changed in place (``records[rid]["version"] = v``): :meth:`save` re-renders
+    every file it has read and rewrites those whose text changed, so no change is lost and no
+    unchanged file is touched. Iterating reads every file (``version`` does; ``detect`` does not).
+    """
+
+    def __init__(self, folder: Path, summary: dict[str, dict[str, Any]] | None = None) -> None:
+        self.folder = folder
+        self.summary: dict[str, dict[str, Any]] = dict(summary or {})
+        self._files: dict[str, dict[str, dict[str, Any]]] = {}
+        self._read_digest: dict[str, str | None] = {}
+
+    def _file(self, name: str) -> dict[str, dict[str, Any]]:
+        loaded = self._files.get(name)
+        if loaded is not None:
+            return loaded
+        path = self.folder / f"{name}.jsonl"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = None
+        except OSError as exc:
+            raise StateError(f"cannot read the records file {path}: {exc}", stage="state",
+                             hint="restore it from git") from exc
+        try:
+            # One JSON array parse per file: several times faster than a parse per line.
+            entries = json.loads("[" + ",".join((text or "").splitlines()) + "]")
+            records = {str(e.pop("id")): e for e in entries}
+        except (ValueError, KeyError, AttributeError, TypeError):
+            records = _parse_lines(path, text or "")
+        self._files[name] = records
+        self._read_digest[name] = _digest(text) if text is not None else None
+        return records
+
+    def _names(self) -> set[str]:
+        on_disk = {p.stem for p in self.folder.glob("*.jsonl")} if self.folder.is_dir() else set()
+        return on_disk | set(self.summary) | set(self._files)
+
+    def load_all(self) -> None:
+        for name in sorted(self._names()):
+            self._file(name)
+
+    def __getitem__(self, rid: str) -> dict[str, Any]:
+        return self._file(file_of(rid))[rid]
+
+    def __setitem__(self, rid: str, entry: dict[str, Any]) -> None:
+        self._file(file_of(rid))[rid] = entry
+
+    def __delitem__(self, rid: str) -> None:
+        del self._file(file_of(rid))[rid]
+
+    def __contains__(self, rid: object) -> bool:
+        return isinstance(rid, str) and rid in self._file(file_of(rid))
+
+    def __iter__(self) -> Iterator[str]:
+        self.load_all()
+        for name in sorted(self._files):
+            yield from list(self._files[name])
+
+    def __len__(self) -> int:
+        return sum(len(self._files[n]) if n in self._files else
+                   _summary_total(self.summary.get(n, {})) for n in self._names())
+
+    def file_summaries(self) -> dict[str, dict[str, Any]]:
+        """The summary of every records file: read files from memory, the others as stored."""
+        out = {n: s for n, s in self.summary.items() if n not in self._files}
+        out.update({n: summarise(r) for n, r in self._files.items() if r})
+        return dict(sorted(out.items()))
+
+    def counts(self) -> dict[str, int]:
+        out = {"done": 0, "failed": 0, "skipped": 0}
+        for s in self.file_summaries().values():
+            out["done"] += s.get("done", 0)
+            out["skipped"] += s.get("skipped", 0)
+            out["failed"] += len(s.get("failed", {}))
+        return out
+
+    def failed(self, *, attempts_below: int | None = None) -> dict[str, dict[str, Any]]:
+        """Failed records (with fewer than ``attempts_below`` attempts), reading only the files
+        whose summary lists such a record: records given up on cost nothing per run."""
+        out = {}
+        for name, s in self.file_summaries().items():
+            if any(attempts_below is None or n < attempts_below
+                   for n in s.get("failed", {}).values()):
+                out.update({rid: r for rid, r in self._file(name).items()
+                            if r.get("status") == "failed"})
+        return out
+
+    def save(self) -> int:
+        """Rewrite the read files whose text changed (remove emptied ones); how many."""
+        written = 0
+        for name, records in sorted(self._files.items()):
+            text = render_records(records)
+            digest = _digest(text) if text else None
+            if digest == self._read_digest.get(name):
+                continue
+            path = self.folder / f"{name}.jsonl"
+            if text:
+                atomic_write_text(path, text)
+            else:
+                path.unlink(missing_ok=True)
+            self._read_digest[name] = digest
+            written += 1
+        self.summary = self.file_summaries()
+        return written
+
+
+def _parse_lines(path: Path, text: str) -> dict[str, dict[str, Any]]:
+    """Parse a records file line by line, to name the line that is not a record."""
+    records = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            records[str(entry.pop("id"))] = entry
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise StateError(f"{path}:{n}: not a record line: {line[:120]!r}", stage="state",
+                             expected='{"id": ..., "status": ...}', got=str(exc),
+                             hint="restore the file from git") from exc
+    return records
+
+
+def _summary_total(s: dict[str, Any]) -> int:
+    return int(s.get("done", 0)) + int(s.get("skipped", 0)) + len(s.get("failed", {}))
 
 
 @dataclass
 class State:
     path: Path
     cursor: str | None = None
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: Records = field(default=None)  # type: ignore[assignment]  # set in __post_init__
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     versions: list[dict[str, Any]] = field(default_factory=list)
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_run: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not isinstance(self.records, Records):
+            initial = self.records or {}
+            self.records = Records(records_folder(self.path))
+            for rid, entry in initial.items():
+                self.records[rid] = entry
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> State:
@@ -73,12 +275,16 @@ class State:
                 "the latest published version's index",
             ) from exc
         schema = raw.get("schema")
-        if schema != SCHEMA:
+        if schema not in READABLE_SCHEMAS:
             raise StateError(f"state file {path} has schema {schema!r}", stage="state",
                              expected=SCHEMA, got=schema,
                              hint="upgrade the pipeline to the version that wrote it")
+        records = Records(records_folder(path), raw.get("record_files", {}))
+        for rid, entry in (raw.get("records", {}) if schema == 1 else {}).items():
+            # Schema 1 held the records inline: they move to their files on the next save.
+            records[rid] = {k: v for k, v in entry.items() if k in RECORD_KEYS}
         return cls(
-            path=path, cursor=raw.get("cursor"), records=raw.get("records", {}),
+            path=path, cursor=raw.get("cursor"), records=records,
             pending=raw.get("pending", {}),
             versions=raw.get("versions", []), destinations=raw.get("destinations", {}),
             journal=raw.get("journal", {}), notifications=raw.get("notifications", {}),
@@ -86,26 +292,26 @@ class State:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """``state.json``'s content (the records themselves are in their files)."""
         return {
-            "schema": SCHEMA, "cursor": self.cursor, "records": self.records,
-            "pending": self.pending,
+            "schema": SCHEMA, "cursor": self.cursor,
+            "record_files": self.records.file_summaries(), "pending": self.pending,
             "versions": self.versions, "destinations": self.destinations,
             "journal": self.journal, "notifications": self.notifications,
             "last_run": self.last_run,
         }
 
     def save(self) -> None:
+        """Records files first, ``state.json`` last, each atomically."""
+        self.records.save()
         atomic_write_text(self.path, render(self.to_dict()))
 
     # -- records ---------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        out = {"done": 0, "failed": 0, "skipped": 0}
-        for rec in self.records.values():
-            out[rec["status"]] = out.get(rec["status"], 0) + 1
-        return out
+        return self.records.counts()
 
-    def failed(self) -> dict[str, dict[str, Any]]:
-        return {rid: r for rid, r in self.records.items() if r["status"] == "failed"}
+    def failed(self, *, attempts_below: int | None = None) -> dict[str, dict[str, Any]]:
+        return self.records.failed(attempts_below=attempts_below)
 
     def apply_outcome(self, outcome: dict[str, Any]) -> None:
         """Fold one record outcome (as written by ``process``) into the state."""
@@ -121,6 +327,9 @@ class State:
             entry["version"] = previous["version"]
         else:
             entry.setdefault("version", None)
+        for key in PLACEMENT_KEYS:
+            if previous.get(key):
+                entry[key] = previous[key]
         self.records[rid] = entry
 
     @property
@@ -129,14 +338,14 @@ class State:
 
 
 def render(data: dict[str, Any]) -> str:
-    """The state as JSON with one line per record, so a change of one record is a one-line diff
-    in git and a state of 100,000 records stays compact."""
+    """``state.json`` with one line per pending record and per records file, so a day's diff
+    names the records planned and the records files that changed."""
     out = ["{"]
     keys = sorted(data)
     for i, key in enumerate(keys):
         comma = "," if i < len(keys) - 1 else ""
         value = data[key]
-        if key in ("records", "pending") and value:
+        if key in ("record_files", "pending") and value:
             items = sorted(value.items())
             out.append(f" {json.dumps(key)}: {{")
             out += [f"  {json.dumps(k)}: "
@@ -151,7 +360,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def outcome_path(workdir: Path, record_id: str) -> Path:
-    return Path(workdir) / "outcomes" / f"{record_id}.json"
+    return safe_join(Path(workdir) / "outcomes", f"{record_id}.json")
 
 
 def write_outcome(workdir: Path, outcome: dict[str, Any]) -> None:

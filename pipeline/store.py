@@ -65,7 +65,7 @@ from pipeline.code_images import FORMAT, LAYOUT_PAGES, LAYOUT_ROWS_2018, METADAT
 from pipeline.convert import MODE_2018, ConvertedFile, Skipped, iter_archive
 from pipeline.errors import ConvertError, PipelineError
 from pipeline.extract import detect_format
-from pipeline.fsutil import atomic_path, dumps_json, file_digest
+from pipeline.fsutil import atomic_path, dumps_json, file_digest, safe_join
 from pipeline.manifest import Processing
 
 # HDF5 1.10+ object formats: compact groups (links in the object header, no symbol-table B-tree
@@ -156,11 +156,11 @@ class RecordOutput:
 
 
 def hdf5_path(folder: str | os.PathLike[str], record_id: str) -> Path:
-    return Path(folder) / f"{record_id}.h5"
+    return safe_join(folder, f"{record_id}.h5")
 
 
 def metadata_path(folder: str | os.PathLike[str], record_id: str) -> Path:
-    return Path(folder) / f"{record_id}.json"
+    return safe_join(folder, f"{record_id}.json")
 
 
 _ZLIB_HEADER = b"\x78\x9c"

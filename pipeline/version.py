@@ -1,45 +1,50 @@
-"""Assemble the next immutable dataset version from the records processed since the last one.
+"""Assemble the next immutable dataset version from the records processed since the last one,
+without the previous version's bytes (SPEC section 6; issue 8).
 
-SPEC section 6. A version is a *flat* folder ``<workdir>/versions/<version>/`` (Kaggle's client
-skips sub-folders, KAGGLE_PROTOCOL.md §3.1; Zenodo records have no folders)::
+A version is a new version of the newest **volume** (one Zenodo concept record). Its files, all
+flat (Kaggle's client skips sub-folders, KAGGLE_PROTOCOL.md §3.1; Zenodo records have none)::
 
-    part-000001.h5 ...     the records, one HDF5 group /records/<id>/ each (see below)
-    index.csv, index.json  every live record: id, concept, DOI, part, counts, checksums, versions
-    datapackage.json       Frictionless Data Package describing every file
-    dataset-metadata.json  Kaggle's metadata (id, title, licenses, keywords, description)
-    README.md              the dataset card;  CHANGELOG.md  added/updated/removed, newest first
-    SHA256SUMS             ``sha256sum -c`` format, every other file
+    part-NNNNNN.h5         records, one HDF5 group /records/<id>/ each (never rewritten)
+    part-NNNNNN.csv        the part's index: one row per *live* record of that part
+    catalog.json           every volume (concept DOI, record range, size, parts), withdrawn ids
+    datapackage.json       Frictionless Data Package describing every file of the volume
+    dataset-metadata.json  Kaggle's metadata;  README.md the card;  CHANGELOG.md newest entries
+    SHA256SUMS             ``sha256sum -c`` format, every other file of the volume
+
+**A version is a listing.** What the builder writes to ``versions/<version>/`` is only what is
+new: the new part(s), the part indexes that changed, and the six small fixed files. Every other
+file of the volume is *carried over* as a listing entry (name, size, md5, sha256, from the
+state): Zenodo's newversion draft inherits the previous files (ZENODO_API.md §5.3), so the
+publisher keeps them there and uploads only the written files. A fresh runner with nothing but
+the state file therefore never downloads the previous version; the disk a run needs is its new
+data (plus one part index at a time, see below). The Actions cache is an optimisation only.
+
+**Why parts are never rewritten.** A record updated or removed stays in its part's bytes and
+leaves that part's index (``part-NNNNNN.csv``); an updated record's new data goes into this
+version's new part. Rewriting a part would cost downloading and uploading it, and with
+``source.versions: latest`` nearly every day supersedes records spread over many old parts, so
+runs would cost a multiple of the dataset. An index file is small (about 700 bytes a record) and
+only the indexes of touched parts are rewritten: when one is not on disk it is fetched by need,
+one at a time and verified, through the ``source`` callback the orchestration passes (the
+builder itself does no network I/O). A part whose records all left is dropped from the volume.
+Readers go through the indexes (:mod:`pipeline.loader` does): the parts hold dead groups.
+
+**Volumes.** When the current volume's next version would hold more than
+``destinations.zenodo.volume_max_bytes`` or more parts than
+:func:`pipeline.dataset.max_parts_per_volume` (``dataset.max_parts``, and 100 files a record), the
+version starts a new volume holding only the new parts. Earlier volumes are then closed: their
+records updated or removed later are listed as *withdrawn* in ``catalog.json``.
 
 It is written to ``versions/.tmp-<version>/``, verified, and only then renamed into place, so a
 killed run leaves either no version or a complete one; the state entry is saved after the rename.
-
-**Why parts carry over.** Zenodo's newversion draft inherits the previous version's files
-(ZENODO_API.md §5.3): a part that stays byte-identical under the same name is kept there and never
-uploaded again, so a version uploads only its new part and the small metadata files. The records
-added or updated by a version go into new part(s); older parts are hard-linked (or copied) from
-the previous folder unchanged. Every record group in a version's parts is live, exactly once, so
-:mod:`pipeline.loader` (or plain h5py) can read every part of a folder without the index.
-
-**Compaction policy** (:func:`plan_parts`). A record may hold at most 100 files (ZENODO_API.md
-§5.5), and a version has 7 fixed files, so parts are capped at
-``min(dataset.max_parts, 100 - 7)``. (1) A part with no live record left is dropped. (2) A part
-holding a record that was updated or removed is rewritten: its live records move into this
-version's new part (the cost of a consistent folder is re-uploading that part). (3) When the
-carried parts plus the new ones would exceed the cap, the smallest carried parts are merged into
-the new part until the count is at most three quarters of the cap, so one larger compaction
-happens every ~cap/4 versions instead of a small re-upload in every version. New parts are cut at
-:data:`PART_MAX_BYTES`. Records are copied between HDF5 files with h5py's ``copy`` (H5Ocopy: raw
-chunks, no recompression; :func:`pipeline.store.copy_record`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -47,63 +52,60 @@ from typing import Any
 import h5py
 
 from pipeline import __version__
+from pipeline.code_images import METADATA
+from pipeline.dataset import (
+    CATALOG,
+    FIXED_FILES,
+    PART_FORMAT,
+    ZENODO_MAX_FILES,
+    BuiltVersion,
+    Changes,
+    id_key,
+    index_name,
+    is_part,
+    latest_by_volume,
+    max_parts_per_volume,
+    newest_within,
+    part_name,
+    part_number,
+    version_key,
+    with_needs,
+)
 from pipeline.dataset_card import (
+    INDEX_SCHEMA,
+    catalog_json,
     changelog,
     changelog_entry,
-    datapackage,
     index_csv,
-    index_json,
+    index_row,
     kaggle_metadata,
+    read_index_csv,
     readme,
     sha256sums,
 )
+from pipeline.dedup import KnownContents, known_for, pack_part
 from pipeline.errors import PipelineError
+from pipeline.figures import card_section as figures_markdown
 from pipeline.fsutil import dumps_json, file_digest
-from pipeline.publish import BuiltVersion
+from pipeline.published import Source, find_local
+from pipeline.research import (
+    CROISSANT,
+    card_sections,
+    croissant_for,
+    datapackage_for,
+    record_columns,
+    update_totals,
+    write_extras,
+)
 from pipeline.state import State
-from pipeline.store import copy_record
+from pipeline.store import LIBVER, write_metadata
 
-FIXED_FILES = ("index.csv", "index.json", "datapackage.json", "dataset-metadata.json",
-               "README.md", "CHANGELOG.md", "SHA256SUMS")
-ZENODO_MAX_FILES = 100          # files per Zenodo record (ZENODO_API.md §5.5)
+__all__ = ["BuiltVersion", "Changes", "build_version", "built_version", "decide_changes",
+           "find_local", "id_key", "next_version", "version_key"]
+
 PART_MAX_BYTES = 2 * 1024**3    # a new part is cut at about this size
-PART_FORMAT = "code-images-part/1"
-_PART_NAME = re.compile(r"^part-(\d{6})\.h5$")
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What a new version changes relative to the previous index (ids sorted numerically)."""
-
-    added: tuple[str, ...]
-    updated: tuple[str, ...]
-    removed: Mapping[str, str]   # id -> why it left the index
-    live: tuple[str, ...]        # every record in the new index
-
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.updated or self.removed)
-
-
-@dataclass(frozen=True)
-class PartPlan:
-    """Which previous parts carry over byte-identical and which records go into new parts."""
-
-    carry: tuple[str, ...]
-    new: tuple[tuple[str, tuple[str, ...]], ...]   # (part name, record ids) in write order
-    compacted: tuple[str, ...]   # previous parts whose live records moved into the new parts
-    dropped: tuple[str, ...]     # previous parts with no live record left
-
-
-def id_key(record_id: str) -> tuple[int, int | str]:
-    """Sort key for record ids: numerically when they are numbers (Zenodo ids grow with time)."""
-    return (0, int(record_id)) if record_id.isdigit() else (1, record_id)
-
-
-def version_key(version: str) -> tuple[int, str]:
-    """Sort key for version strings ``"<n>.<YYYYMMDD>"``: by ``n``."""
-    head, _, rest = version.partition(".")
-    return (int(head) if head.isdigit() else -1, rest)
+VOLUME_MAX_BYTES = 45_000_000_000
+FIXED_RESERVE = 1 << 16          # at least this many bytes reserved for the fixed files
 
 
 def next_version(versions: Iterable[Mapping[str, Any]], today: date) -> str:
@@ -183,47 +185,6 @@ def _pack(sizes: Mapping[str, int], part_max_bytes: int) -> list[list[str]]:
     return packs
 
 
-def plan_parts(
-    live_by_part: Mapping[str, Mapping[str, int]],
-    part_sizes: Mapping[str, int],
-    incoming: Mapping[str, int],
-    *,
-    dirty: Iterable[str] = (),
-    next_number: int,
-    max_parts: int,
-    part_max_bytes: int = PART_MAX_BYTES,
-) -> PartPlan:
-    """Apply the compaction policy of the module docstring.
-
-    ``live_by_part``: for each previous part, its records that stay live and unchanged, with their
-    bytes; ``part_sizes``: each previous part's file size; ``dirty``: previous parts holding a
-    record that was updated or removed; ``incoming``: bytes of the records added or updated now.
-    Raises ``ValueError`` if even full compaction cannot meet ``max_parts``.
-    """
-    dropped = sorted(p for p in part_sizes if not live_by_part.get(p))
-    compacted = sorted(p for p in set(dirty) & set(part_sizes) if live_by_part.get(p))
-    carry = sorted(set(part_sizes) - set(dropped) - set(compacted))
-    moving = dict(incoming)
-    for p in compacted:
-        moving.update(live_by_part[p])
-
-    if len(carry) + len(_pack(moving, part_max_bytes)) > max_parts:
-        target = max(1, max_parts * 3 // 4)
-        while carry and len(carry) + len(_pack(moving, part_max_bytes)) > target:
-            smallest = min(carry, key=lambda p: (part_sizes[p], p))
-            carry.remove(smallest)
-            compacted.append(smallest)
-            moving.update(live_by_part[smallest])
-    packs = _pack(moving, part_max_bytes)
-    if len(carry) + len(packs) > max_parts:
-        raise ValueError(f"{len(carry) + len(packs)} parts needed, at most {max_parts} allowed")
-    new = tuple((f"part-{next_number + i:06d}.h5", tuple(pack)) for i, pack in enumerate(packs))
-    return PartPlan(carry=tuple(carry), new=new, compacted=tuple(sorted(compacted)),
-                    dropped=tuple(dropped))
-
-
-# -- I/O ---------------------------------------------------------------------------------------
-
 def _error(message: str, *, record: str | None = None, hint: str | None = None) -> PipelineError:
     return PipelineError(message, stage="version", record=record, hint=hint)
 
@@ -244,8 +205,8 @@ def _record_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
             "concept": rec.get("concept_id") or rec.get("conceptrecid")}
 
 
-def _new_entry(workdir: Path, rid: str, rec: Mapping[str, Any], version: str,
-               previous: Mapping[str, Any] | None) -> dict[str, Any]:
+def _new_entry(workdir: Path, rid: str, rec: Mapping[str, Any], version: str
+               ) -> dict[str, Any]:
     output = rec.get("output")
     h5_path = workdir / str(output) if output else None
     if h5_path is None or not h5_path.is_file():
@@ -270,36 +231,31 @@ def _new_entry(workdir: Path, rid: str, rec: Mapping[str, Any], version: str,
         "title": fields["title"], "part": None, "files": _count(rec.get("files")),
         "images": _count(rec.get("images")), "bytes": h5_path.stat().st_size,
         "source_checksums": dict(rec.get("checksums") or {}),
-        "output_sha256": digest,
-        "added_in": (previous or {}).get("added_in") or version, "dataset_version": version,
+        "output_sha256": digest, **record_columns(h5_path),
+        "added_in": rec.get("added_in") or version, "dataset_version": version,
         "_h5": str(h5_path), "_json": str(json_path),
     }
 
 
 def _write_part(path: Path, version: str, members: list[tuple[str, dict[str, Any]]],
-                old_folder: Path | None) -> None:
-    """One part: ``/records/<id>/`` per record, copied with H5Ocopy (raw chunks)."""
-    old_files: dict[str, h5py.File] = {}
-    try:
-        with h5py.File(path, "w") as out:
-            out.attrs.update({"format": PART_FORMAT, "dataset_version": version,
-                              "pipeline_version": __version__, "records": len(members)})
-            group = out.create_group("records")
-            for rid, entry in members:
-                if "_h5" in entry:   # from the record's own output file
-                    with h5py.File(entry["_h5"], "r") as src:
-                        copy_record(src, group.create_group(rid))
-                else:                # moved out of a compacted previous part
-                    if old_folder is None:
-                        raise _error("no previous version folder to compact from", record=rid)
-                    name = entry["part"]
-                    if name not in old_files:
-                        old_files[name] = h5py.File(old_folder / name, "r")
-                    old = old_files[name]
-                    old.copy(old[f"records/{rid}"], group, name=rid)
-    finally:
-        for handle in old_files.values():
-            handle.close()
+                known: KnownContents) -> None:
+    """One part: ``/records/<id>/`` per record, each content stored once
+    (:func:`pipeline.dedup.pack_part`: contents ``known`` holds are referred to); each member's
+    entry gets what was stored and where its other pages are."""
+    with h5py.File(path, "w", libver=LIBVER) as out:
+        out.attrs.update({"format": PART_FORMAT, "dataset_version": version,
+                          "pipeline_version": __version__, "records": len(members)})
+        records = out.create_group("records")
+        packed = pack_part(records, [(rid, e["_h5"], e["concept"]) for rid, e in members],
+                           known, part=path.name)
+        for rid, entry in members:   # records stored before their metadata moved inside
+            if METADATA not in records[rid]:
+                write_metadata(records[rid], json.loads(Path(entry["_json"]).read_text(
+                    encoding="utf-8")), 6)
+    for (_, entry), p in zip(members, packed, strict=True):
+        entry.update(stored_images=p.images, shared_files=p.cross_concept_files,
+                     holders=" ".join(p.holders), contents=p.cell,
+                     _holder_parts=dict(p.holder_parts))
 
 
 def _verify_part(path: Path, members: list[tuple[str, dict[str, Any]]]) -> None:
@@ -309,11 +265,11 @@ def _verify_part(path: Path, members: list[tuple[str, dict[str, Any]]]) -> None:
             if rid not in have:
                 raise _error(f"{path.name} lacks its group /records/{rid}", record=rid)
             images = part[f"records/{rid}"].get("images")
-            if images is None or (entry["images"] and images.shape[0] != entry["images"]):
+            if images is None or images.shape[0] != entry["stored_images"]:
                 got = None if images is None else images.shape
                 raise PipelineError(f"{path.name}: /records/{rid}/images is wrong",
                                     stage="version", record=rid,
-                                    expected=f"{entry['images']} images", got=got,
+                                    expected=f"{entry['stored_images']} images", got=got,
                                     hint="process the record again")
 
 
@@ -328,21 +284,6 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-def _previous(state: State, workdir: Path) -> tuple[dict[str, Any] | None, Path | None,
-                                                       dict[str, dict[str, Any]]]:
-    prev = state.latest_version
-    if prev is None:
-        return None, None, {}
-    folder = workdir / prev["folder"]
-    try:
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise _error(f"the previous version folder {folder} is missing or unreadable ({exc})",
-                     hint="restore the workdir (the workflow caches it) or download the files "
-                     "of the latest Zenodo version into that folder") from exc
-    return prev, folder, {e["id"]: e for e in index["records"]}
-
-
 def _clean_orphans(versions_dir: Path, state: State) -> None:
     """Remove temp folders and folders of versions the state never recorded (a killed build)."""
     if not versions_dir.is_dir():
@@ -353,137 +294,375 @@ def _clean_orphans(versions_dir: Path, state: State) -> None:
             shutil.rmtree(path)
 
 
+def prune_published(state: State, workdir: str | os.PathLike[str],
+                    destinations: Iterable[str]) -> list[str]:
+    """Delete the folders of versions older than the newest one once the newest is published to
+    every destination in ``destinations``; return the versions removed.
+
+    Why: a version folder holds only what that version wrote, and once published those bytes
+    are on Zenodo; keeping every folder would make the work folder (and the workflow's cache of
+    it) grow with the whole dataset. The newest folder stays, as the next run's warm cache.
+    """
+    if not state.versions:
+        return []
+    newest = state.versions[-1]
+    if not set(destinations) <= set(newest.get("published") or {}):
+        return []
+    removed = []
+    for entry in state.versions[:-1]:
+        folder = Path(workdir) / entry["folder"]
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed.append(entry["version"])
+    return removed
+
+
+def _listing(entry: Mapping[str, Any] | None) -> dict[str, tuple[int, str, str]]:
+    """``{name: (size, md5, sha256)}`` of the parts and part indexes of a version entry."""
+    if not entry:
+        return {}
+    return {n: (int(entry["sizes"][n]), entry["md5"][n], entry["files"][n])
+            for n in entry["files"] if n not in FIXED_FILES}
+
+
+def _part_range(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    ids = sorted((str(r["id"]) for r in rows), key=id_key)
+    return {"records": len(ids), "first": ids[0] if ids else None,
+            "last": ids[-1] if ids else None}
+
+
+def _zenodo_ids(state: State, volume: int) -> dict[str, Any]:
+    """What the state knows of a volume's Zenodo concept (empty before its first publish)."""
+    known = state.destinations.get("zenodo") or {}
+    vol = (known.get("volumes") or {}).get(str(volume))
+    if vol is None and volume == 1 and "volumes" not in known:
+        vol = known
+    return {k: vol.get(k) for k in ("concept_doi", "concept_id", "record_id", "doi")
+            if vol and vol.get(k)}
+
+
+def _volume_summary(volume: int, parts: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, int],
+                    version: str, state: State) -> dict[str, Any]:
+    ids = [p for p in parts.values() if p.get("records")]
+    firsts = sorted((str(p["first"]) for p in ids), key=id_key)
+    lasts = sorted((str(p["last"]) for p in ids), key=id_key)
+    return {"volume": volume, "dataset_version": version, "parts": sorted(parts),
+            "records": sum(int(p.get("records") or 0) for p in parts.values()),
+            "first_record": firsts[0] if firsts else None,
+            "last_record": lasts[-1] if lasts else None,
+            "bytes": sum(sizes.values()), **_zenodo_ids(state, volume)}
+
+
+NOTES_KEPT = 60   # entries keeping their notes: the feed renders the newest 50, the card 30
+
+
+def _trim_history(versions: list[dict[str, Any]], volume: int) -> None:
+    """Keep the state's history of versions small before a new entry for ``volume`` is added.
+
+    Only the newest entry keeps per-record lists (added/updated/removed/withdrawn); the newest
+    entry of every *other* volume keeps its full listing (it is that volume's current record);
+    older entries keep the listing of the parts and part indexes they wrote (what
+    :mod:`pipeline.published` needs to find a file's record) and, beyond the newest
+    :data:`NOTES_KEPT`, lose their notes. So the history grows by a few hundred bytes a version.
+    """
+    latest = {int(e.get("volume") or 1): e for e in versions}
+    for i, old in enumerate(versions):
+        for key in ("added", "updated", "removed", "withdrawn"):
+            old.pop(key, None)
+        if i < len(versions) - NOTES_KEPT + 1:
+            old["notes"] = old.get("notes", "").split("\n", 1)[0] + "\n"
+        vol = int(old.get("volume") or 1)
+        if old.get("written") is None or (latest.get(vol) is old and vol != volume):
+            continue
+        keep = {n for n in old["written"] if n not in FIXED_FILES}
+        for key in ("files", "md5", "sizes"):
+            old[key] = {n: v for n, v in old[key].items() if n in keep}
+        old["written"] = sorted(keep)
+        old.pop("parts", None)
+
+
 def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], *,
-                  now: datetime | None = None) -> BuiltVersion | None:
-    """Build the next version folder, record it in ``state`` (saved); None when nothing changed."""
+                  now: datetime | None = None, source: Source | None = None
+                  ) -> BuiltVersion | None:
+    """Build the next version, record it in ``state`` (saved); None when nothing changed.
+
+    ``source`` gives the bytes of a carried part index that must be rewritten (default: the
+    version folders on disk only); see the module docstring.
+    """
     workdir = Path(workdir)
     now = now or datetime.now(UTC)
-    # The previous folder is lost when a CI cache was evicted: rebuild it from Zenodo (SPEC 7).
-    # Imported here because restore uses the Zenodo publisher, which imports this module.
-    from pipeline.restore import restore_missing_version
-
-    restore_missing_version(state, workdir, manifest.destinations.zenodo)
-    prev, prev_folder, prev_index = _previous(state, workdir)
+    source = source or find_local(workdir)
+    prev = state.latest_version
     src = manifest.source
-    changes = decide_changes(state.records, prev_index, policy=src.versions,
+    placed = {rid: str(r["part"]) for rid, r in state.records.items() if r.get("part")}
+    changes = decide_changes(state.records, placed, policy=src.versions,
                              excluded_records=src.exclusions.records,
                              excluded_concepts=src.exclusions.concepts)
     if changes.empty:
         return None
     version = next_version(state.versions, now.date())
-    incoming = {rid: _new_entry(workdir, rid, state.records[rid], version, prev_index.get(rid))
+    incoming = {rid: _new_entry(workdir, rid, state.records[rid], version)
                 for rid in (*changes.added, *changes.updated)}
-    kept = {rid: dict(prev_index[rid]) for rid in changes.live if rid not in incoming}
-    live_by_part: dict[str, dict[str, int]] = {}
-    for rid, entry in kept.items():
-        live_by_part.setdefault(entry["part"], {})[rid] = int(entry.get("bytes") or 0)
-    dirty = {prev_index[rid]["part"] for rid in (*changes.updated, *changes.removed)}
-    prev_parts = {n: int(prev["sizes"][n]) for n in (prev["files"] if prev else {})
-                  if _PART_NAME.match(n)}
-    numbers = [int(m.group(1)) for v in state.versions for n in v.get("files", {})
-               if (m := _PART_NAME.match(n))]
-    limit = min(manifest.dataset.max_parts, ZENODO_MAX_FILES - len(FIXED_FILES))
-    try:
-        plan = plan_parts(live_by_part, prev_parts,
-                          {rid: e["bytes"] for rid, e in incoming.items()}, dirty=dirty,
-                          next_number=max(numbers, default=0) + 1, max_parts=limit)
-    except ValueError as exc:
-        raise _error(f"cannot fit the dataset into Zenodo's {ZENODO_MAX_FILES} files: {exc}",
-                     hint="raise dataset.max_parts (at most 93)") from exc
+    zenodo = manifest.destinations.zenodo
+    volume_max = zenodo.volume_max_bytes if zenodo is not None else VOLUME_MAX_BYTES
+    part_max = max(1, min(PART_MAX_BYTES, volume_max // 4))
+    numbers = [part_number(n) for v in state.versions for n in v.get("files", {}) if is_part(n)]
+    packs = _pack({rid: e["bytes"] for rid, e in incoming.items()}, part_max)
+    new_parts = [(part_name(max(numbers, default=0) + 1 + i), pack)
+                 for i, pack in enumerate(packs)]
 
-    entries = {**kept, **incoming}
     versions_dir = workdir / "versions"
     _clean_orphans(versions_dir, state)
     tmp = versions_dir / f".tmp-{version}"
     tmp.mkdir(parents=True)
-    sha: dict[str, str] = {}
-    md5: dict[str, str] = {}
-    for name in plan.carry:
-        assert prev is not None and prev_folder is not None
-        try:
-            os.link(prev_folder / name, tmp / name)
-        except OSError:
-            shutil.copy2(prev_folder / name, tmp / name)
-        if (tmp / name).stat().st_ino != (prev_folder / name).stat().st_ino and \
-                file_digest(tmp / name) != prev["files"][name]:
-            raise _error(f"carried part {name} differs from version {prev['version']}",
-                         hint=f"the folder {prev_folder} was modified; restore it")
-        sha[name], md5[name] = prev["files"][name], prev["md5"][name]
-    for name, rids in plan.new:
-        members = [(rid, entries[rid]) for rid in rids]
-        _write_part(tmp / name, version, members, prev_folder)
-        _verify_part(tmp / name, members)
-        for rid in rids:
-            entries[rid]["part"] = name
-    rows = sorted((_public(e) for e in entries.values()), key=lambda e: id_key(e["id"]))
+    written: dict[str, Path] = {}
+    part_meta: dict[str, dict[str, Any]] = {}
 
-    parts = sorted((*plan.carry, *(name for name, _ in plan.new)))
-    notes = changelog_entry(version, now.date(), changes,
-                            {rid: e.get("title", "") for rid, e in entries.items()},
-                            live=len(rows))
-    counts = {"records": len(rows), "concepts": len({e["concept"] for e in rows}),
-              "files": sum(e["files"] for e in rows), "images": sum(e["images"] for e in rows),
-              "parts": len(parts), "added": len(changes.added), "updated": len(changes.updated),
-              "removed": len(changes.removed), "compacted": len(plan.compacted)}
-    concept_doi = state.destinations.get("zenodo", {}).get("concept_doi")
-    texts = {
-        "index.json": index_json(version, rows),
-        "index.csv": index_csv(rows),
-        "CHANGELOG.md": changelog([notes, *(v["notes"] for v in reversed(state.versions))]),
-        "README.md": readme(manifest, version=version, created=now, counts=counts, notes=notes,
-                            parts=parts, concept_doi=concept_doi),
-        "dataset-metadata.json": dumps_json(kaggle_metadata(manifest, counts)),
-    }
-    for name, text in texts.items():
-        (tmp / name).write_text(text, encoding="utf-8")
-    sizes = {name: (tmp / name).stat().st_size for name in (*parts, *texts)}
-    for name in (*(n for n, _ in plan.new), *texts):
-        sha[name], md5[name] = file_digest(tmp / name), file_digest(tmp / name, "md5")
-    package = datapackage(manifest, version=version, created=now,
-                          files={n: (sizes[n], sha[n]) for n in sorted(sizes)})
-    (tmp / "datapackage.json").write_text(dumps_json(package), encoding="utf-8")
-    (tmp / "SHA256SUMS").write_text(sha256sums({**sha, "datapackage.json":
-                                               file_digest(tmp / "datapackage.json")}),
-                                    encoding="utf-8")
-    for name in ("datapackage.json", "SHA256SUMS"):
-        sizes[name] = (tmp / name).stat().st_size
-        sha[name], md5[name] = file_digest(tmp / name), file_digest(tmp / name, "md5")
+    def read_index(part: str) -> list[dict[str, Any]]:
+        """A carried part index, fetched by need (a small file) and read."""
+        csv_name = index_name(part)
+        return read_index_csv(source(csv_name, prev["md5"][csv_name]).read_text(
+            encoding="utf-8")) if prev else []
 
+    def write_parts(known: KnownContents) -> None:
+        for name, rids in new_parts:
+            members = [(rid, incoming[rid]) for rid in rids]
+            _write_part(tmp / name, version, members, known)
+            _verify_part(tmp / name, members)
+            for rid in rids:
+                incoming[rid]["part"] = name
+            rows = [index_row(incoming[rid]) for rid in rids]
+            (tmp / index_name(name)).write_text(index_csv(rows), encoding="utf-8")
+            written[name], written[index_name(name)] = tmp / name, tmp / index_name(name)
+            needs = {p for rid in rids for p in incoming[rid]["_holder_parts"].values()}
+            part_meta[name] = {**_part_range(rows), "needs": sorted(needs - {name})}
+
+    # Each content once: what the new versions of concepts may refer to are the newest earlier
+    # version of each concept in the current volume (from its part index, fetched by need).
+    volume_parts = [n for n in _listing(prev) if is_part(n)]
+    write_parts(known_for({rid: e["concept"] for rid, e in incoming.items()}, state.records,
+                          volume_parts, read_index))
+    new_bytes = sum(p.stat().st_size for p in written.values())
+
+    # -- which volume: the current one, unless the new parts would overflow it -------------------
+    latest = latest_by_volume(state.versions)
+    volume = int(prev.get("volume") or 1) if prev else 1
+    carried = _listing(prev)
+    carried_meta = {n: dict(m) for n, m in (prev or {}).get("parts", {}).items()}
+    part_volume = {n: vol for vol, e in latest.items() for n in e.get("files", {}) if is_part(n)}
+    leaving: dict[str, set[str]] = {}
+    for rid in (*changes.updated, *changes.removed):
+        where = placed.get(rid)
+        if where:
+            leaving.setdefault(where, set()).add(rid)
+    dropped = {p for p, ids in leaving.items() if p in carried_meta and
+               int(carried_meta[p].get("records") or 0) <= len(ids)}
+    # a part whose records all left stays while live records refer to pages in its groups
+    dropped -= {p for m in (*carried_meta.values(), *part_meta.values())
+                for p in m.get("needs", ())}
+    kept_parts = [n for n in carried if is_part(n) and n not in dropped]
+    kept_bytes = sum(carried[n][0] for n in carried if n not in dropped
+                     and n not in {index_name(p) for p in dropped})
+    cap = max_parts_per_volume(manifest.dataset.max_parts)
+    # the fixed files grow a little with parts and volumes: reserve twice what they took last
+    reserve = max(FIXED_RESERVE, 2 * sum(int(prev["sizes"].get(n, 0)) for n in FIXED_FILES)
+                  if prev else FIXED_RESERVE)
+    if new_bytes + reserve > volume_max or len(new_parts) > cap:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _error(f"the new data of version {version} ({new_bytes:,} bytes in "
+                     f"{len(new_parts)} part(s)) does not fit into one volume "
+                     f"({volume_max:,} bytes, {cap} parts)",
+                     hint="lower source.max_records_per_run, or raise "
+                     "destinations.zenodo.volume_max_bytes")
+    if prev is not None and (len(kept_parts) + len(new_parts) > cap or
+                             kept_bytes + new_bytes + reserve > volume_max):
+        volume += 1
+        carried, carried_meta, dropped = {}, {}, set()
+        new_names = {n for n, _ in new_parts}
+        if any(set(m.get("needs", ())) - new_names for m in part_meta.values()):
+            # references into the closed volume would not resolve in this one: pack again,
+            # sharing contents only among the records of this version
+            write_parts(KnownContents())
+    removed_rows: list[dict[str, Any]] = []
+    withdrawn: dict[str, list[str]] = {k: list(v) for k, v in
+                                       ((prev or {}).get("withdrawn") or {}).items()}
+    try:
+        for part, ids in sorted(leaving.items()):
+            csv_name = index_name(part)
+            holder = carried if part in carried_meta else \
+                _listing(latest.get(int(part_volume.get(part, volume - 1))))
+            every = read_index_csv(source(csv_name, holder[csv_name][1]).read_text(
+                encoding="utf-8")) if csv_name in holder else []
+            removed_rows += [r for r in every if str(r["id"]) in ids]  # the card's totals
+            if part not in carried_meta:     # a closed volume: its index stays as published
+                vol = str(part_volume.get(part, volume - 1))
+                withdrawn[vol] = sorted(set(withdrawn.get(vol, [])) | ids, key=id_key)
+                continue
+            if part in dropped:
+                continue
+            rows = [r for r in every if str(r["id"]) not in ids]
+            (tmp / csv_name).write_text(index_csv(rows), encoding="utf-8")
+            written[csv_name] = tmp / csv_name
+            carried_meta[part] = {**carried_meta[part], **_part_range(rows)}
+        listing = {n: v for n, v in carried.items()
+                   if n not in dropped and n not in {index_name(p) for p in dropped}
+                   and n not in written}
+        for name, path in written.items():
+            listing[name] = (path.stat().st_size, file_digest(path, "md5"), file_digest(path))
+        parts_meta = {n: m for n, m in {**carried_meta, **part_meta}.items()
+                      if n in listing and is_part(n)}
+        totals = update_totals((prev or {}).get("totals"),
+                               [index_row(e) for e in incoming.values()], removed_rows)
+        built = _write_fixed(manifest, state, tmp, version=version, volume=volume, now=now,
+                             changes=changes, incoming=incoming, listing=listing,
+                             parts_meta=parts_meta, withdrawn=withdrawn,
+                             new_parts=[n for n, _ in new_parts], latest=latest,
+                             totals=totals)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    sha, md5, sizes, notes, counts = built
+    names = set(written) | set(FIXED_FILES)
     on_disk = {p.name for p in tmp.iterdir()}
-    if on_disk != set(sha) or any(sizes[n] == 0 for n in on_disk):
-        raise _error(f"version folder {tmp} holds {sorted(on_disk)}, expected {sorted(sha)} "
-                     "(all non-empty; Zenodo rejects empty files)")
-    counts["bytes"] = sum(sizes.values())
+    if on_disk != names or any(sizes[n] == 0 for n in sha) or len(sha) > ZENODO_MAX_FILES:
+        raise _error(f"version folder {tmp} holds {sorted(on_disk)}, expected {sorted(names)} "
+                     f"(all non-empty, at most {ZENODO_MAX_FILES} files in the listing)")
+    if sum(sizes.values()) > volume_max:
+        raise _error(f"volume {volume} would hold {sum(sizes.values()):,} bytes, more than "
+                     f"destinations.zenodo.volume_max_bytes ({volume_max:,})",
+                     hint="raise volume_max_bytes; the fixed files are larger than reserved")
     _fsync_tree(tmp)
     final = versions_dir / version
     os.rename(tmp, final)
 
-    entry = {"version": version, "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    _trim_history(state.versions, volume)
+    entry = {"version": version, "volume": volume, "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
              "folder": f"versions/{version}", "notes": notes, "counts": counts,
              "files": dict(sorted(sha.items())), "md5": dict(sorted(md5.items())),
-             "sizes": dict(sorted(sizes.items())), "added": list(changes.added),
-             "updated": list(changes.updated), "removed": list(changes.removed),
-             "published": {}}
+             "sizes": dict(sorted(sizes.items())), "written": sorted(names),
+             "parts": dict(sorted(parts_meta.items())), "withdrawn": withdrawn,
+             "added": list(changes.added), "updated": list(changes.updated),
+             "removed": list(changes.removed), "totals": totals, "published": {}}
+    for old in state.versions:   # running totals: only the newest entry needs them
+        old.pop("totals", None)
     state.versions.append(entry)
-    for rid in incoming:
-        state.records[rid]["version"] = version
+    for rid, e in incoming.items():
+        state.records[rid].update(version=version, part=e["part"], added_in=e["added_in"])
+    for rid in changes.removed:
+        if rid in state.records:
+            state.records[rid].pop("part", None)
     state.save()
     return built_version(entry, workdir)
 
 
-def _public(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in entry.items() if not k.startswith("_")}
+def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume: int,
+                 now: datetime, changes: Changes, incoming: Mapping[str, Mapping[str, Any]],
+                 listing: Mapping[str, tuple[int, str, str]],
+                 parts_meta: Mapping[str, Mapping[str, Any]], withdrawn: Mapping[str, list[str]],
+                 new_parts: list[str], latest: Mapping[int, Mapping[str, Any]],
+                 totals: Mapping[str, Any]
+                 ) -> tuple[dict[str, str], dict[str, str], dict[str, int], str, dict[str, int]]:
+    """Catalog, card, changelog, Kaggle metadata, datapackage, Croissant, the loader, the
+    figures and SHA256SUMS of the version."""
+    sizes = {n: v[0] for n, v in listing.items()}
+    md5 = {n: v[1] for n, v in listing.items()}
+    sha = {n: v[2] for n, v in listing.items()}
+    live = [state.records[r] for r in changes.live]
+    titles = {rid: str(e.get("title") or "") for rid, e in incoming.items()}
+    notes = changelog_entry(version, now.date(), changes, titles, live=len(changes.live))
+    parts = sorted(n for n in listing if is_part(n))
+    counts = {"records": len(changes.live),
+              "concepts": len({str(r.get("concept") or "") for r in live}),
+              "files": sum(int(r.get("files") or 0) if isinstance(r.get("files"), int)
+                           else len(r.get("files") or []) for r in live),
+              "images": sum(int(r.get("images") or 0) for r in live),
+              "parts": len(parts), "added": len(changes.added),
+              "updated": len(changes.updated), "removed": len(changes.removed),
+              "volume": volume, "new_parts": len(new_parts),
+              "volume_records": sum(int(m.get("records") or 0) for m in parts_meta.values())}
+    volumes = []
+    for vol in range(1, volume + 1):
+        if vol == volume:
+            volumes.append(_volume_summary(vol, parts_meta, sizes, version, state))
+        elif vol in latest:
+            e = latest[vol]
+            old_parts = {n: {"records": 0} for n in e["files"] if is_part(n)}
+            old_parts.update(e.get("parts") or {})
+            volumes.append(_volume_summary(vol, old_parts, e["sizes"], e["version"], state))
+    kaggle_dest = manifest.destinations.kaggle
+    kaggle = None
+    if kaggle_dest is not None and kaggle_dest.enabled:
+        everywhere = {n: s for e in latest.values() if int(e.get("volume") or 1) != volume
+                      for n, s in e["sizes"].items()}
+        everywhere.update(sizes)
+        candidates = [(n, everywhere[n] + everywhere.get(index_name(n), 0))
+                      for n in everywhere if is_part(n)]
+        # the subset holds every part its parts refer to (contents stored once)
+        needs = {n: m.get("needs", ()) for e in (*latest.values(), {"parts": parts_meta})
+                 for n, m in (e.get("parts") or {}).items()}
+        chosen = sorted(with_needs(new_parts, needs)) if kaggle_dest.files == "latest-parts" \
+            else newest_within(candidates, kaggle_dest.max_bytes, needs)
+        kaggle = {"dataset": kaggle_dest.dataset, "max_bytes": kaggle_dest.max_bytes,
+                  "parts": chosen}
+    concept_doi = _zenodo_ids(state, volume).get("concept_doi")
+    ds = manifest.dataset
+    entries = [notes, *(v["notes"] for v in reversed(state.versions))]
+    growth = [(str(v["version"]), int(v["counts"].get("records", 0)),
+               int(v["counts"].get("images", 0))) for v in state.versions]
+    extras = write_extras(tmp, extensions=totals["extensions"],
+                          growth=[*growth, (version, counts["records"], counts["images"])],
+                          samples_from=[e["_h5"] for e in incoming.values()])
+    researchers = card_sections(licences=totals["licences"], records=live,
+                                proportions=ds.splits, figures=figures_markdown(),
+                                policy=manifest.source.licenses)
+    texts = {
+        CATALOG: catalog_json(dataset={"name": ds.name, "title": ds.title},
+                              version=version, volume=volume, volumes=volumes,
+                              withdrawn=withdrawn, kaggle=kaggle),
+        "CHANGELOG.md": changelog(entries),
+        "README.md": readme(manifest, version=version, created=now, counts=counts, notes=notes,
+                            parts=parts, concept_doi=concept_doi, volume=volume,
+                            volumes=volumes, kaggle=kaggle, researchers=researchers),
+        "dataset-metadata.json": dumps_json(kaggle_metadata(manifest, counts)),
+    }
+    for name, text in texts.items():
+        (tmp / name).write_text(text, encoding="utf-8")
+    for name in (*texts, *extras):
+        sizes[name] = (tmp / name).stat().st_size
+        sha[name], md5[name] = file_digest(tmp / name), file_digest(tmp / name, "md5")
+    tables = {"part-*.csv": INDEX_SCHEMA}
+    meta = croissant_for(manifest, version=version, created=now, tables=tables,
+                         files={n: (sizes[n], sha[n]) for n in sorted(sizes)},
+                         concept_doi=concept_doi)
+    (tmp / CROISSANT).write_text(dumps_json(meta), encoding="utf-8")
+    sizes[CROISSANT] = (tmp / CROISSANT).stat().st_size
+    sha[CROISSANT] = file_digest(tmp / CROISSANT)
+    md5[CROISSANT] = file_digest(tmp / CROISSANT, "md5")
+    package = datapackage_for(manifest, version=version, created=now, tables=tables,
+                              files={n: (sizes[n], sha[n]) for n in sorted(sizes)})
+    (tmp / "datapackage.json").write_text(dumps_json(package), encoding="utf-8")
+    sha["datapackage.json"] = file_digest(tmp / "datapackage.json")
+    (tmp / "SHA256SUMS").write_text(sha256sums(sha), encoding="utf-8")
+    for name in ("datapackage.json", "SHA256SUMS"):
+        sizes[name] = (tmp / name).stat().st_size
+        sha[name], md5[name] = file_digest(tmp / name), file_digest(tmp / name, "md5")
+    counts["bytes"] = sum(sizes.values())
+    return sha, md5, sizes, notes, counts
 
 
 def built_version(entry: Mapping[str, Any], workdir: str | os.PathLike[str]) -> BuiltVersion:
-    """The :class:`BuiltVersion` of a ``state.versions`` entry; checks that its folder is whole."""
+    """The :class:`BuiltVersion` of a ``state.versions`` entry; checks that the files it wrote
+    are on disk (the carried ones are on Zenodo)."""
     folder = Path(workdir) / entry["folder"]
-    for name, size in entry["sizes"].items():
+    written = frozenset(entry.get("written") or entry["files"])
+    for name in sorted(written):
         path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
+        if not path.is_file() or path.stat().st_size != entry["sizes"][name]:
             raise _error(f"version {entry['version']}: {path} is missing or has the wrong size",
-                         hint="restore the workdir, or delete the version entry and run "
+                         hint="the work folder of the run that built it is gone and the version "
+                         "was not published: delete the version entry from the state and run "
                          "`version` again")
     return BuiltVersion(version=entry["version"], folder=folder, files=dict(entry["files"]),
                         md5=dict(entry["md5"]), sizes=dict(entry["sizes"]),
-                        notes=entry["notes"], counts=dict(entry["counts"]))
+                        notes=entry["notes"], counts=dict(entry["counts"]),
+                        volume=int(entry.get("volume") or 1), written=written)

@@ -19,16 +19,19 @@ Facts this client relies on (ZENODO_API.md §1):
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.errors import ServiceError
+from pipeline.errors import ForeignDataError, ServiceError
 from pipeline.http import HttpClient, Pacer
 from pipeline.manifest import ZenodoSource
-from pipeline.records import Record, parse_record
+from pipeline.records import Record, check_record_id, parse_record
+
+log = logging.getLogger("pipeline.zenodo")
 
 ANONYMOUS_PAGE_SIZE = 25
 AUTHENTICATED_PAGE_SIZE = 100
@@ -58,6 +61,7 @@ class SearchPage:
     total: int
     records: list[Record]
     raw_hits: list[dict[str, Any]]
+    refused: int = 0  # hits that were not usable records (each logged on one line)
 
 
 class ZenodoClient:
@@ -93,34 +97,65 @@ class ZenodoClient:
             # Repeated, not comma-joined: "a,b" would be one unknown slug, silently ignored.
             params["communities"] = list(communities)
         self.search_requests += 1
-        response = self.http.request(
+        body = self.http.request_json(
             "GET", "/api/records", params=params, stage="detect", pacer=self.search_pacer,
             headers={"Accept": "application/json"},
-        )
-        try:
-            body = response.json()
-            hits = body["hits"]["hits"]
-            total = body["hits"]["total"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ServiceError(
-                "Zenodo search answered with an unexpected body", stage="detect",
-                url=response.url, expected='JSON {"hits": {"hits": [...], "total": N}}',
-                got=response.text[:200], hint="Zenodo may be degraded; the run can be repeated",
-            ) from exc
+            expected='JSON {"hits": {"hits": [...], "total": N}}')
+        hits_obj = body.get("hits")
+        hits = hits_obj.get("hits") if isinstance(hits_obj, dict) else None
+        total = hits_obj.get("total") if isinstance(hits_obj, dict) else None
         if isinstance(total, dict):  # OpenSearch style {"value": N, "relation": "eq"}
             total = total.get("value", 0)
-        return SearchPage(total=int(total), records=[parse_record(h) for h in hits],
-                          raw_hits=hits)
+        if not isinstance(hits, list) or not isinstance(total, int) or isinstance(total, bool):
+            raise ForeignDataError(
+                "Zenodo search answered with an unexpected body", stage="detect",
+                url=self.http.url("/api/records"),
+                expected='JSON {"hits": {"hits": [...], "total": N}}',
+                got=str(body)[:200], hint="Zenodo may be degraded; the run can be repeated")
+        records, raw_hits = [], []
+        for hit in hits:
+            try:
+                records.append(parse_record(hit))
+            except ForeignDataError as exc:
+                log.warning("%s", exc)  # one bad hit must not stop the harvest
+                continue
+            raw_hits.append(hit)
+        return SearchPage(total=total, records=records, raw_hits=raw_hits,
+                          refused=len(hits) - len(records))
 
-    def record(self, record_id: str) -> tuple[Record, dict[str, Any]]:
-        """``GET /api/records/{id}``: the parsed record and its raw JSON."""
-        response = self.http.request(
-            "GET", f"/api/records/{record_id}", stage="detect", record=str(record_id),
-            headers={"Accept": "application/json"},
-            hint="check the record id; a 410 means Zenodo deleted the record",
-        )
-        raw = response.json()
-        return parse_record(raw), raw
+    @classmethod
+    def at(cls, url: str, token_env: str, *, sleep: Callable[[float], None] = time.sleep
+           ) -> ZenodoClient:
+        """A client for another Zenodo server than the harvest's (the publish destination,
+        from which ``version`` restores a published version), with the default pacing."""
+        return cls(ZenodoSource(url=url, token_env=token_env, search_requests_per_minute=30,
+                                timeout_seconds=120, max_retries=4), sleep=sleep)
+
+    def record(self, record_id: str, *, stage: str = "detect",
+               hint: str = "check the record id; a 410 means Zenodo deleted the record"
+               ) -> tuple[Record, dict[str, Any]]:
+        """``GET /api/records/{id}``: the parsed record and its raw JSON.
+
+        The one place a single record is read from Zenodo (``detect --record`` and ``process``
+        for plans that kept only the parsed record). The answer must be the record asked for:
+        a 200 holding an error document, or another record, is refused.
+        """
+        rid = check_record_id(record_id, stage=stage)
+        raw = self.http.request_json(
+            "GET", f"/api/records/{rid}", stage=stage, record=rid,
+            headers={"Accept": "application/json"}, expected="a Zenodo record object",
+            hint=hint)
+        try:
+            record = parse_record(raw, stage=stage)
+        except ForeignDataError as exc:
+            exc.record = exc.record or rid  # we know which record was asked for
+            raise
+        if record.id != rid:
+            raise ForeignDataError("Zenodo answered with another record", stage=stage,
+                                   record=rid, url=self.http.url(f"/api/records/{rid}"),
+                                   expected=f"record {rid}", got=f"record {record.id}",
+                                   hint="Zenodo may be degraded; the run can be repeated")
+        return record, raw
 
     def close(self) -> None:
         self.http.close()

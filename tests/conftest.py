@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline.sandbox import Sandbox
+from tests.hostile import Hostile
 
 _SECRET_PREFIXES = ("ZENODO_", "KAGGLE_", "WEBHOOK", "SLACK")
 
@@ -28,3 +29,13 @@ def sandbox() -> Iterator[Sandbox]:
         yield box
     finally:
         box.stop()
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[Hostile]:
+    """The hostile Zenodo of tests/hostile.py, started on a free port, stopped afterwards."""
+    srv = Hostile().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

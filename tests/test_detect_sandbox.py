@@ -11,10 +11,10 @@ import pytest
 from pipeline import manifest as manifest_mod
 from pipeline import sandbox as sb
 from pipeline.demo import sandbox_manifest
-from pipeline.detect import Plan, detect
+from pipeline.detect import Plan, detect, load_plan
 from pipeline.errors import ServiceError
 from pipeline.sandbox.server import FaultRule
-from pipeline.state import State
+from pipeline.state import State, ingest_outcomes, write_outcome
 from pipeline.zenodo import ZenodoClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,24 +79,6 @@ def test_first_run_plans_every_software_record_once_and_no_other(
     # The cursor moved to the window's end, only after the plan was written.
     assert State.load(m.state_path).cursor == plan.until
     assert (tmp_path / "plan.json").is_file()
-
-
-def test_backfill_over_ten_thousand_records_in_one_day_is_complete(
-        sandbox: sb.Sandbox, tmp_path: Path, token: None) -> None:
-    sandbox.zenodo.add_bulk(10_500, "2026-11-20")
-    in_day = {str(r["id"]) for r in sandbox.zenodo.all()
-              if r["updated"].startswith("2026-11-20")
-              and r["metadata"]["resource_type"]["type"] == "software"}
-    assert len(in_day) == 10_500
-    m, state = setup(sandbox, tmp_path, **{"source.max_records_per_run": 20_000})
-    plan, client = run(m, state, tmp_path, since="2026-11-20T00:00:00Z",
-                       until="2026-11-21T00:00:00Z")
-    ids = [e.id for e in plan.entries]
-    assert len(ids) == len(set(ids)) == 10_500
-    assert set(ids) == in_day  # every software record exactly once, no dataset
-    statuses = {e["status"] for e in search_log(sandbox)}
-    assert statuses == {200}  # never paged into the 10,000-result cap
-    assert client.search_requests == len(searches(sandbox)) <= 110
 
 
 def test_second_run_with_nothing_new_plans_nothing_in_at_most_three_searches(
@@ -195,6 +177,102 @@ def test_detect_from_the_command_line_writes_plan_and_status(
                             text=True, timeout=60)
     assert status.returncode == 0 and "cursor:" in status.stdout
     assert f"{len(software_ids(sandbox))} pending" in status.stdout
+
+
+def day_software(sandbox: sb.Sandbox, day: str) -> list[dict]:
+    """The day's software records in the order search serves them (updated, then id)."""
+    return sorted((r for r in sandbox.zenodo.all() if r["updated"].startswith(day)
+                   and r["metadata"]["resource_type"]["type"] == "software"),
+                  key=lambda r: (r["updated"], r["id"]))
+
+
+def fold_as_processed(workdir: Path, plan_path: Path) -> None:
+    """What ``process`` leaves for each planned record: one outcome file, folded into the state
+    by the next command (here the next ``detect``'s :func:`ingest_outcomes`)."""
+    for entry in load_plan(plan_path):
+        write_outcome(workdir, {"id": entry.id, "status": "done", "attempts": 0, "reason": "",
+                                "revision": entry.record["revision"],
+                                "concept": entry.record["concept_id"],
+                                "checksums": {f["key"]: f["checksum"]
+                                              for f in entry.record["files"]}})
+
+
+def test_four_cycles_over_a_1600_record_day_cover_it_exactly_once_at_9_searches_a_run(
+        sandbox: sb.Sandbox, tmp_path: Path, token: None) -> None:
+    sandbox.zenodo.add_bulk(1_600, "2026-11-20")
+    m, _ = setup(sandbox, tmp_path, **{"source.since": "2026-11-20T00:00:00Z"})
+    assert m.source.max_records_per_run == 500  # the default cap
+    workdir = tmp_path / "work"
+    planned: list[str] = []
+    per_run = []
+    for cycle in range(5):
+        state = State.load(m.state_path)
+        ingest_outcomes(state, workdir)  # what every command does first
+        before = len(searches(sandbox))
+        plan, client = run(m, state, tmp_path, f"plan{cycle}.json")
+        per_run.append(len(searches(sandbox)) - before)
+        assert client.search_requests == per_run[-1]
+        planned += [e.id for e in plan.entries]
+        fold_as_processed(workdir, tmp_path / f"plan{cycle}.json")
+        if cycle < 4:
+            assert len(plan.entries) == (500 if cycle < 3 else 100)
+    assert per_run[-1] <= 2 and not plan.entries  # a fifth run finds nothing
+    assert max(per_run) <= 500 // 100 + 4, per_run
+    assert len(planned) == len(set(planned))
+    assert set(planned) == {str(r["id"]) for r in day_software(sandbox, "2026-11-20")}
+
+
+def test_a_cut_between_records_sharing_a_timestamp_loses_neither(
+        sandbox: sb.Sandbox, tmp_path: Path, token: None) -> None:
+    sandbox.zenodo.add_bulk(600, "2026-11-20")
+    day = day_software(sandbox, "2026-11-20")
+    tie = next(i for i in range(len(day) - 1) if day[i]["updated"] == day[i + 1]["updated"])
+    # No overlap: the cursor alone must bring the second record of the tie back.
+    m, _ = setup(sandbox, tmp_path, **{"source.since": "2026-11-20T00:00:00Z",
+                                       "source.overlap_minutes": 0})
+    first, _ = run(m, State.load(m.state_path), tmp_path, "p1.json", max_records=tie + 1)
+    assert first.entries[-1].id == str(day[tie]["id"])
+    assert str(day[tie + 1]["id"]) not in {e.id for e in first.entries}
+    mark_done(State.load(m.state_path), first)
+    second, _ = run(m, State.load(m.state_path), tmp_path, "p2.json")
+    ids = [e.id for e in first.entries] + [e.id for e in second.entries]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {str(r["id"]) for r in day}
+
+
+def test_a_backfill_in_capped_runs_costs_about_one_search_per_hundred_records(
+        sandbox: sb.Sandbox, tmp_path: Path, token: None) -> None:
+    sandbox.zenodo.add_bulk(10_500, "2026-11-20")
+    # More than one query's 10,000-hit window: the harvest goes on from the last timestamp.
+    m, _ = setup(sandbox, tmp_path, **{"source.since": "2026-11-20T00:00:00Z",
+                                       "source.max_records_per_run": 5_000})
+    planned: list[str] = []
+    costs = []
+    for i in range(4):
+        plan, client = run(m, State.load(m.state_path), tmp_path, f"p{i}.json")
+        costs.append(client.search_requests)
+        planned += [e.id for e in plan.entries]
+        mark_done(State.load(m.state_path), plan)
+    assert len(planned) == len(set(planned)) == 10_500
+    assert set(planned) == {str(r["id"]) for r in day_software(sandbox, "2026-11-20")}
+    assert max(costs) <= 5_000 // 100 + 4, costs
+    assert sum(costs) <= 10_500 // 100 + 4 * 4, costs  # linear, not quadratic, in the backlog
+    assert {e["status"] for e in search_log(sandbox)} == {200}
+
+
+def test_carried_over_records_count_towards_the_cap(
+        sandbox: sb.Sandbox, tmp_path: Path, token: None) -> None:
+    sandbox.zenodo.add_bulk(300, "2026-11-20")
+    m, _ = setup(sandbox, tmp_path, **{"source.since": "2026-11-20T00:00:00Z",
+                                       "source.max_records_per_run": 100})
+    first, _ = run(m, State.load(m.state_path), tmp_path, "p1.json")
+    assert len(first.entries) == 100
+    # Nothing was processed: the next plan is the same 100 records, and it harvests nothing.
+    before = len(searches(sandbox))
+    second, client = run(m, State.load(m.state_path), tmp_path, "p2.json")
+    assert [e.id for e in second.entries] == [e.id for e in first.entries]
+    assert {e.action for e in second.entries} == {"retry"}
+    assert client.search_requests == len(searches(sandbox)) - before == 0
 
 
 def test_records_outside_the_licence_policy_are_skipped_with_the_reason(

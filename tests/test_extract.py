@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ArchiveError
+from pipeline.errors import ArchiveError, LocalError
 from pipeline.extract import (
     ArchiveLimits,
     Member,
     detect_format,
+    is_format_error,
     iter_members,
     list_tree,
     safe_member_path,
@@ -365,12 +366,68 @@ def test_things_that_are_not_archives(no_writes: Path, content: bytes) -> None:
         read_all(path)
 
 
-def test_missing_file_is_an_archive_error(no_writes: Path) -> None:
-    with pytest.raises(ArchiveError, match="cannot open archive"):
+def test_a_missing_file_is_a_local_error_not_a_corrupt_archive(no_writes: Path) -> None:
+    with pytest.raises(LocalError, match="cannot read the downloaded archive") as info:
         read_all(no_writes / "absent.zip")
+    assert not isinstance(info.value, ArchiveError) and "not of the record" in str(info.value)
 
 
 @pytest.mark.parametrize(("name", "expected"), [("a/b", "a/b"), ("./a//b/", "a/b"), ("./", ""),
                                                 ("a/./b", "a/b")])
 def test_safe_member_path(name: str, expected: str) -> None:
     assert safe_member_path(name) == expected
+
+
+def test_only_errors_of_the_archive_formats_count_as_a_corrupt_archive() -> None:
+    import errno
+
+    assert is_format_error(gzip.BadGzipFile("Not a gzipped file"))
+    assert is_format_error(OSError("Invalid data stream"))  # bz2: no errno
+    assert is_format_error(OSError(errno.EINVAL, "Invalid argument"))  # seek to a garbage offset
+    assert not is_format_error(OSError(errno.EIO, "Input/output error"))  # the disk
+    assert not is_format_error(OSError(errno.ENOSPC, "No space left on device"))
+    try:
+        int("our own bug")
+    except ValueError as exc:
+        assert not is_format_error(exc)
+
+
+def test_an_honest_highly_compressible_zip_is_not_called_an_overlapping_bomb(
+        no_writes: Path) -> None:
+    path = no_writes / "zeros.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            zf.writestr(f"p/{i}.txt", b"\0" * (3 * 1024**2))
+    with pytest.raises(ArchiveError) as info:
+        read_all(path)
+    assert "overlap" not in str(info.value) and "expands" in str(info.value)
+    assert "max_compression_ratio" in str(info.value)
+
+
+def test_tar_names_that_are_not_utf8_and_empty_tars_are_read(no_writes: Path) -> None:
+    path = no_writes / "latin1.tar"
+    info = tarfile.TarInfo("proj/caf\udce9.py")  # how tarfile decodes the byte 0xE9
+    info.size = 3
+    with tarfile.open(path, "w", encoding="utf-8", errors="surrogateescape") as tf:
+        tf.addfile(info, io.BytesIO(b"x=1"))
+    assert read_all(path) == {"proj/caf\ufffd.py": b"x=1"}
+    empty = no_writes / "empty.tar"
+    with tarfile.open(empty, "w"):
+        pass
+    assert read_all(empty) == {}
+
+
+def test_many_global_pax_headers_cannot_add_up_in_memory(no_writes: Path) -> None:
+    def global_pax(i: int) -> bytes:
+        record = "comment=" + "c" * 600_000 + "\n"
+        record = f"{len(record) + 7} {record}"  # the length prefix counts itself (6 + 1)
+        info = tarfile.TarInfo(f"pax_global_header{i}")
+        info.type = tarfile.XGLTYPE
+        info.size = len(record)
+        return info.tobuf(tarfile.USTAR_FORMAT) + record.encode().ljust(
+            -(-len(record) // 512) * 512, b"\0")
+
+    path = no_writes / "globals.tar"
+    path.write_bytes(global_pax(1) + global_pax(2) + b"\0" * 1024)
+    with pytest.raises(ArchiveError, match="pax global headers of 12"):
+        read_all(path)

@@ -101,3 +101,27 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert retry_after_seconds("12") == 12.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480) == 10.0
     assert retry_after_seconds("soon") is None
+
+
+def test_the_token_goes_only_to_the_clients_own_origin() -> None:
+    from pipeline.http import same_origin
+
+    assert same_origin("https://zenodo.org/api/records/1/files/a.zip/content",
+                       "https://zenodo.org")
+    assert same_origin("https://zenodo.org:443/x", "https://zenodo.org/")
+    assert not same_origin("https://zenodo.org.evil.example/x", "https://zenodo.org")
+    assert not same_origin("http://zenodo.org/x", "https://zenodo.org")
+    assert not same_origin("https://127.0.0.1:8001/x", "https://127.0.0.1:8000")
+
+
+def test_a_json_answer_is_bounded_in_size_and_must_be_an_object(server) -> None:
+    from pipeline.errors import ForeignDataError
+
+    scripted(server, "/big", [json_response(200, {"pad": "x" * 5000})])
+    scripted(server, "/list", [json_response(200, [1, 2, 3])])
+    http = client(server, [])
+    with pytest.raises(ForeignDataError, match="larger than expected"):
+        http.request_json("GET", "/big", stage="detect", max_bytes=1000)
+    with pytest.raises(ForeignDataError, match="JSON of the wrong kind") as info:
+        http.request_json("GET", "/list", stage="detect", record="7")
+    assert str(info.value).startswith("[detect] record 7:") and "a JSON list" in str(info.value)

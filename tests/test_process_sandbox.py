@@ -245,7 +245,7 @@ def test_worker_processes_never_share_the_parents_http_sessions(
     client = process_mod._client(_manifest_for(sandbox, tmp_path), "zenodo")
     with ProcessPoolExecutor(max_workers=1) as pool:
         inherited = pool.submit(_has_zenodo_client).result()
-    assert process_mod._CLIENTS["zenodo"] is client
+    assert process_mod._CLIENTS["zenodo"].http is client
     assert inherited is False
 
 

@@ -36,7 +36,7 @@ import requests
 
 from pipeline.cli import main
 from pipeline.demo import KAGGLE_DATASET, sandbox_environ, sandbox_manifest
-from pipeline.publish import BuiltVersion
+from pipeline.publish import BuiltVersion, kaggle_names
 from pipeline.publish.kaggle import uploaded_names
 from pipeline.sandbox import Sandbox
 from pipeline.sandbox.kaggle import BLOB_PATH
@@ -186,8 +186,8 @@ class Killer:
 class World:
     """A sandbox, a manifest aimed at it, a work folder, and the CLI in and out of process."""
 
-    def __init__(self, tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
-                 ) -> None:
+    def __init__(self, tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch,
+                 overrides: dict[str, Any] | None = None) -> None:
         self.tmp, self.sandbox = tmp_path, sandbox
         self.env = sandbox_environ(sandbox.url)
         # The kaggle client reads ~/.kaggle and keeps upload-resume state under $TMPDIR:
@@ -199,7 +199,7 @@ class World:
         for name, value in self.env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setattr(tempfile, "tempdir", self.env["TMPDIR"])
-        self.manifest = sandbox_manifest(sandbox.url, tmp_path)
+        self.manifest = sandbox_manifest(sandbox.url, tmp_path, overrides=overrides)
         self.workdir = tmp_path / "work"
         self.args = ["--manifest", str(self.manifest), "--workdir", str(self.workdir)]
         self.state_path = tmp_path / "state" / "state.json"
@@ -286,7 +286,8 @@ def assert_published_once(world: World, built: BuiltVersion) -> None:
     assert list(world.sandbox.kaggle.datasets) == [KAGGLE_DATASET]
     dataset = world.sandbox.kaggle.datasets[KAGGLE_DATASET]
     assert [v.number for v in dataset.versions] == list(range(1, len(wanted) + 1))
-    assert dataset.current.checksums == {n: built.files[n] for n in uploaded_names(built.files)}
+    assert dataset.current.checksums == {n: built.files[n]
+                                         for n in uploaded_names(kaggle_names(built))}
     assert entry["published"]["kaggle"]["version_number"] == len(wanted)
     assert state.destinations["kaggle"]["versions"][built.version] == len(wanted)
 
@@ -369,3 +370,40 @@ def test_a_first_publish_killed_after_each_create_makes_one_deposition_and_one_d
     kill_at(world, BOUNDARIES["zenodo-after-create"])
     kill_at(world, BOUNDARIES["kaggle-after-create"])
     rerun(world, built)
+
+
+@pytest.mark.timeout(180)
+def test_a_publish_killed_between_volume_full_and_new_volume_published_makes_one_volume(
+        tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 2 does not fit into volume 1 (380 kB here), so it starts volume 2: killed after
+    the server created the new concept (the answer lost), then again after it published it,
+    the reruns still make exactly one new volume, linked to the first."""
+    world = World(tmp_path, sandbox, monkeypatch,
+                  overrides={"destinations.zenodo.volume_max_bytes": 380_000})
+    try:
+        built = world.version_2()
+        assert built.volume == 2
+        kill_at(world, BOUNDARIES["zenodo-after-create"])
+        kill_at(world, BOUNDARIES["zenodo-after-publish"])
+        proc = world.spawn()
+        assert proc.wait(PROCESS_TIMEOUT) == 0, world.output()
+    finally:
+        world.stop()
+    state = world.state()
+    assert state.journal == {}
+    volumes = state.destinations["zenodo"]["volumes"]
+    assert sorted(volumes) == ["1", "2"]
+    depositions = world.sandbox.deposit.depositions()
+    assert not [d["id"] for d in depositions if not d["submitted"]], "a draft was left open"
+    concepts = {d["conceptrecid"] for d in depositions}
+    assert concepts == {volumes["1"]["concept_id"], volumes["2"]["concept_id"]}   # one new
+    second = [d for d in depositions if d["conceptrecid"] == volumes["2"]["concept_id"]]
+    assert [d["metadata"]["version"] for d in second] == [built.version]
+    assert second[0]["metadata"]["title"].endswith("(volume 2)")
+    related = second[0]["metadata"]["related_identifiers"]
+    assert {"identifier": volumes["1"]["concept_doi"], "relation": "continues",
+            "scheme": "doi"} in related
+    record = requests.get(f"{world.sandbox.url}/api/records/{volumes['2']['record_id']}",
+                          timeout=10).json()
+    assert {f["key"]: f["checksum"] for f in record["files"]} == built.md5
+    assert state.versions[-1]["published"].keys() == {"zenodo", "kaggle"}

@@ -31,6 +31,7 @@ from pipeline.publish.zenodo import (
     diff_files,
     plan_files,
 )
+from pipeline.research import EXTRA_FILES
 from pipeline.sandbox import KAGGLE_KEY, KAGGLE_USERNAME, ZENODO_TOKEN, Sandbox
 from pipeline.sandbox.server import FaultRule
 from pipeline.state import State
@@ -336,7 +337,8 @@ def test_v1_publishes_and_v2_uploads_only_new_bytes(setup: Setup) -> None:
     changed = {n: v2.sizes[n] for n in v2.md5 if v1.md5.get(n) != v2.md5[n]}
     assert "part-000002.h5" in changed and "part-000001.h5" not in changed
     assert setup.uploads(start) == changed                        # only new and changed bytes
-    assert sum(changed.values()) < v2.sizes["part-000001.h5"]
+    # besides the new part: small files, and the figures and loader (constant in size)
+    assert sum(v for n, v in changed.items() if n not in EXTRA_FILES) < v2.sizes["part-000001.h5"]
     _assert_published_exactly(setup, v2, versions=2)
     assert setup.state.destinations["zenodo"]["concept_id"] == \
         setup.concept_depositions()[0]["conceptrecid"]
@@ -364,7 +366,8 @@ def test_dry_run_lists_the_plan_and_touches_nothing(setup: Setup) -> None:
     assert f"{setup.sandbox.url}: open a new version of deposition {deposition}" in text
     assert f"upload part-000002.h5 ({v2.sizes['part-000002.h5']:,} bytes)" in text
     assert f"keep   part-000001.h5 ({v2.sizes['part-000001.h5']:,} bytes)" in text
-    assert "delete index.csv" in text and "then publish it (new DOI)" in text
+    assert "delete catalog.json" in text and "then publish it (new DOI)" in text
+    assert f"keep   part-000001.csv ({v2.sizes['part-000001.csv']:,} bytes)" in text
 
 
 CRASH_POINTS = [
@@ -428,9 +431,9 @@ def test_an_open_draft_missing_from_a_lagging_listing_is_found_after_the_400(
     class Lagging(ZenodoPublisher):
         listed = 0
 
-        def _list(self) -> list[dict[str, Any]]:
+        def _list(self, **filters: str) -> list[dict[str, Any]]:
             Lagging.listed += 1
-            found = super()._list()
+            found = super()._list(**filters)
             return [d for d in found if d["submitted"]] if Lagging.listed == 1 else found
 
     assert setup.publish(Lagging(setup.dest, sleep=lambda s: None)).results[0].outcome == \
@@ -466,18 +469,19 @@ def test_draft_mode_leaves_a_verified_draft_until_a_person_publishes_it(
 
 def test_a_garbled_upload_is_deleted_and_nothing_is_published(setup: Setup) -> None:
     built = setup.build()
-    path = built.folder / "index.csv"
+    path = built.folder / "part-000001.csv"
     data = bytearray(path.read_bytes())
     data[-2] ^= 1                                          # same size, different bytes
     path.write_bytes(bytes(data))
     report = setup.publish()
     assert report.failed
     error = report.results[0].error or ""
-    assert "upload of index.csv was garbled" in error and built.md5["index.csv"] in error
+    assert "upload of part-000001.csv was garbled" in error
+    assert built.md5["part-000001.csv"] in error
     assert "the bad copy was deleted from the draft" in error
     deps = setup.sandbox.deposit.depositions()
     assert len(deps) == 1 and not deps[0]["submitted"]
-    assert "index.csv" not in {f["filename"] for f in deps[0]["files"]}
+    assert "part-000001.csv" not in {f["filename"] for f in deps[0]["files"]}
 
 
 def test_wrong_token_is_a_clear_401(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -568,4 +572,38 @@ def test_both_real_publishers_are_independent(
     published = State.load(setup.state.path).versions[-1]["published"]
     assert {"doi", "record_id", "url", "concept_doi", "at"} <= set(published["zenodo"])
     assert published["kaggle"] and setup.state.destinations["kaggle"]
+    _assert_published_exactly(setup, built, versions=1)
+
+
+def test_a_deposition_of_another_work_folder_with_the_same_title_is_never_adopted(
+        setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    setup.build()
+    setup.publish()
+    first = setup.state.destinations["zenodo"]
+    other = Setup(tmp_path / "other", setup.sandbox)     # same manifest title, its own state
+    other.build()
+    with caplog.at_level("WARNING", logger="pipeline.publish.zenodo"):
+        assert other.publish().results[0].outcome == "published"
+    second = other.state.destinations["zenodo"]
+    assert second["concept_id"] != first["concept_id"]
+    assert second["dataset_id"] != first["dataset_id"]
+    warning = next(r.getMessage() for r in caplog.records if "not adopted" in r.getMessage())
+    assert first["deposition_id"] in warning and "destinations.zenodo.deposition_id" in warning
+    assert str(other.state.path) in warning
+    # the notes carry each dataset's own id: that is what a rerun recognises
+    assert first["dataset_id"] in _record(setup, first["record_id"])["metadata"]["notes"]
+
+
+def test_a_lost_create_answer_adopts_our_draft_and_says_why(
+        setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    built = setup.build()
+    crashing = CrashingPublisher(setup.dest, "POST", r"/depositions$")
+    with pytest.raises(Crash):
+        setup.publish(crashing)
+    setup.reload()
+    with caplog.at_level("WARNING", logger="pipeline.publish.zenodo"):
+        assert setup.publish().results[0].outcome == "published"
+    message = next(r.getMessage() for r in caplog.records if "adopting" in r.getMessage())
+    assert setup.state.destinations["zenodo"]["dataset_id"] in message
+    assert str(setup.state.path) in message and "To stop this" in message
     _assert_published_exactly(setup, built, versions=1)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import ForeignDataError
 from pipeline.records import Record, github_ref, normalise_md5, parse_record
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -88,3 +89,48 @@ def test_github_ref_prefers_the_supplement_relation_and_handles_plain_repo_urls(
     plain = github_ref([{"identifier": "https://github.com/o/r.git", "relation": "isDerivedFrom"}])
     assert (plain.repo, plain.ref) == ("r", "HEAD")
     assert github_ref([{"identifier": "10.5281/zenodo.1", "relation": "cites"}]) is None
+
+
+def _current() -> dict:
+    return json.loads((FIXTURES / SHAPES[0]).read_text())
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda r: r.update(id="../../tmp/x"), "record id"),
+    (lambda r: r.update(id=True), "record id"),
+    (lambda r: r.update(conceptrecid="1/2"), "concept id"),
+    (lambda r: r["files"][0].update(checksum="md5:../../../../tmp/x/secret.zip"), "checksum"),
+    (lambda r: r["files"][0].update(checksum="sha1:" + "a" * 40), "checksum"),
+    (lambda r: r["files"][0].update(key="../x.zip"), "file key"),
+    (lambda r: r["files"][0].update(key="a/./b.zip"), "file key"),
+    (lambda r: r["files"][0].update(key="a\\..\\b.zip"), "file key"),
+    (lambda r: r["files"][0].update(key="x" * 300 + ".zip"), "file key"),
+    (lambda r: r["files"][0].update(key="a\nb.zip"), "file key"),
+    (lambda r: r["files"][0].update(size="12"), "file size"),
+    (lambda r: r["files"][0]["links"].update(self="file:///etc/passwd"), "download link"),
+    (lambda r: r["files"].append(dict(r["files"][0])), "same file key twice"),
+    (lambda r: r.update(revision="4"), "revision"),
+    (lambda r: r.update(updated="yesterday"), "update time"),
+    (lambda r: r.update(metadata="x"), "wrong type"),
+])
+def test_fields_that_would_become_paths_or_urls_are_checked_where_records_enter(
+        change, field: str) -> None:
+    raw = _current()
+    change(raw)
+    with pytest.raises(ForeignDataError) as info:
+        parse_record(raw, stage="fetch")
+    text = str(info.value)
+    assert text.startswith("[fetch]") and field in text and "expected" in text
+    assert "\n" not in text
+
+
+def test_an_error_document_is_not_a_record_called_none() -> None:
+    with pytest.raises(ForeignDataError, match="error document instead of a record: 404"):
+        parse_record({"status": 404, "message": "PID does not exist."})
+
+
+def test_a_github_ref_that_could_leave_its_url_or_path_is_not_a_fallback() -> None:
+    related = [{"identifier": "https://github.com/o/r/tree/../../x", "relation": "isSupplementTo"}]
+    assert github_ref(related) is None
+    assert github_ref([{"identifier": "https://github.com/o/r/tree/release/1.0"}]).ref == \
+        "release/1.0"

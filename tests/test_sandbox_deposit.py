@@ -161,16 +161,32 @@ def test_publish_needs_files_then_the_record_reads_back(api: requests.Session,
     assert [h["id"] for h in found["hits"]["hits"]] == [dep["id"]]
 
 
-def test_publish_refuses_more_than_100_files(api: requests.Session, sandbox: Sandbox) -> None:
+def test_a_record_holds_at_most_100_files(api: requests.Session, sandbox: Sandbox) -> None:
     dep = create(api, sandbox)
     api.put(dep["links"]["self"], json=metadata())
-    for i in range(101):
-        api.put(f"{dep['links']['bucket']}/part-{i:03d}.h5", data=b"%d" % i)
-    r = api.post(dep["links"]["publish"])
-    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "files"
-    last = api.get(dep["links"]["files"]).json()[-1]
-    api.delete(f"{dep['links']['files']}/{last['id']}")
+    for i in range(100):
+        assert api.put(f"{dep['links']['bucket']}/part-{i:03d}.h5",
+                       data=b"%d" % i).status_code == 201
+    r = api.put(f"{dep['links']['bucket']}/part-100.h5", data=b"x")
+    assert (r.status_code, r.json()) == (400, {"status": 400, "message": "Too many files."})
+    assert api.put(f"{dep['links']['bucket']}/part-000.h5", data=b"new").status_code == 201
+    assert len(api.get(dep["links"]["files"]).json()) == 100
     assert api.post(dep["links"]["publish"]).status_code == 202
+
+
+def test_a_per_record_byte_quota_refuses_the_upload_that_passes_it() -> None:
+    with Sandbox(deposit_max_bytes=1000, deposit_max_files=3) as box:
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {ZENODO_TOKEN}"
+        dep = api.post(f"{box.url}/api/deposit/depositions", json={}).json()
+        bucket = dep["links"]["bucket"]
+        assert api.put(f"{bucket}/a", data=b"x" * 600).status_code == 201
+        r = api.put(f"{bucket}/b", data=b"x" * 401)
+        assert (r.status_code, r.json()) == (400, {"status": 400,
+                                                   "message": "Bucket quota exceeded."})
+        assert api.put(f"{bucket}/a", data=b"x" * 1000).status_code == 201   # replaced: fits
+        assert box.deposit.peak_bytes()[dep["id"]] == 1000
+        assert [f["filename"] for f in api.get(dep["links"]["files"]).json()] == ["a"]
 
 
 def test_newversion_returns_a_draft_that_inherits_every_file(api: requests.Session,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import zipfile
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,21 +20,27 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.dataset_card import changelog, kaggle_title, sha256sums
+from pipeline.dataset import (
+    FIXED_FILES,
+    Changes,
+    max_parts_per_volume,
+    newest_within,
+    with_needs,
+)
+from pipeline.dataset_card import (
+    CHANGELOG_VERSIONS,
+    changelog,
+    kaggle_title,
+    read_index_csv,
+    sha256sums,
+)
 from pipeline.errors import PipelineError
-from pipeline.loader import load_all, read_metadata, record_groups
+from pipeline.loader import load_all, open_catalog, read_metadata, record_groups
 from pipeline.manifest import Manifest, from_dict, validate
+from pipeline.research import EXTRA_FILES
 from pipeline.state import State
 from pipeline.store import SourceArchive, write_record
-from pipeline.version import (
-    Changes,
-    PartPlan,
-    build_version,
-    decide_changes,
-    next_version,
-    plan_parts,
-    version_key,
-)
+from pipeline.version import build_version, decide_changes, next_version, version_key
 
 DAY1 = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
@@ -127,46 +134,23 @@ def test_decide_changes_latest_policy_replaces_older_versions_of_a_concept() -> 
     assert decide_changes(records, ["10", "11"], policy="all").removed == {}
 
 
-def test_plan_parts_carries_unchanged_and_packs_new_records() -> None:
-    live = {"part-000001.h5": {"1": 100, "2": 100}}
-    plan = plan_parts(live, {"part-000001.h5": 210}, {"3": 50, "4": 60, "5": 70},
-                      next_number=2, max_parts=10, part_max_bytes=120)
-    assert plan.carry == ("part-000001.h5",)
-    assert plan.new == (("part-000002.h5", ("3", "4")), ("part-000003.h5", ("5",)))
-    assert plan.compacted == () and plan.dropped == ()
-
-
-def test_plan_parts_drops_dead_parts_and_rewrites_dirty_ones() -> None:
-    live = {"part-000001.h5": {}, "part-000002.h5": {"7": 10}, "part-000003.h5": {"8": 90}}
-    sizes = {"part-000001.h5": 100, "part-000002.h5": 100, "part-000003.h5": 100}
-    plan = plan_parts(live, sizes, {"9": 5}, dirty={"part-000001.h5", "part-000002.h5"},
-                      next_number=4, max_parts=10)
-    assert plan.dropped == ("part-000001.h5",)
-    assert plan.compacted == ("part-000002.h5",)
-    assert plan.carry == ("part-000003.h5",)
-    assert plan.new == (("part-000004.h5", ("7", "9")),)
-    # only removals from a part that is then empty: nothing new to write
-    assert plan_parts({"part-000003.h5": {"8": 90}, "part-000004.h5": {}},
-                      {"part-000003.h5": 100, "part-000004.h5": 50}, {},
-                      dirty={"part-000004.h5"}, next_number=5, max_parts=10
-                      ) == PartPlan(carry=("part-000003.h5",), new=(), compacted=(),
-                                    dropped=("part-000004.h5",))
-
-
-def test_plan_parts_merges_smallest_parts_at_the_cap_with_hysteresis() -> None:
-    names = [f"part-{i:06d}.h5" for i in range(1, 9)]
-    sizes = {n: 100 * (i + 1) for i, n in enumerate(names)}          # part 1 smallest
-    live = {n: {str(i): sizes[n]} for i, n in enumerate(names)}
-    plan = plan_parts(live, sizes, {"99": 10}, next_number=9, max_parts=8)
-    # 8 carried + 1 new > 8: merge the smallest until at most 3/4 of 8 = 6 parts remain
-    assert plan.compacted == tuple(names[:3])
-    assert len(plan.carry) + len(plan.new) == 6
-    assert plan.new[0][1] == ("0", "1", "2", "99")
-    # under the cap nothing is merged
-    assert plan_parts(live, sizes, {"99": 10}, next_number=9, max_parts=9).compacted == ()
-    with pytest.raises(ValueError):
-        plan_parts({}, {}, {str(i): 10 for i in range(5)}, next_number=1, max_parts=2,
-                   part_max_bytes=10)
+def test_newest_parts_within_a_budget_and_parts_per_volume() -> None:
+    parts = [("part-000001.h5", 50), ("part-000002.h5", 30), ("part-000003.h5", 40)]
+    assert newest_within(parts, 75) == ["part-000003.h5", "part-000002.h5"][::-1]
+    assert newest_within(parts, 39) == []                # the newest alone is over: nothing
+    assert newest_within(parts, 1000) == ["part-000001.h5", "part-000002.h5", "part-000003.h5"]
+    # with contents stored once a part comes with the parts it refers to (Kaggle's subset)
+    sizes = [("part-000001.h5", 50), ("part-000002.h5", 40), ("part-000003.h5", 30),
+             ("part-000004.h5", 20)]
+    needs = {"part-000004.h5": ["part-000002.h5"], "part-000003.h5": ["part-000001.h5"]}
+    assert newest_within(sizes, 60, needs) == ["part-000002.h5", "part-000004.h5"]
+    assert newest_within(sizes, 60) == ["part-000003.h5", "part-000004.h5"]
+    assert newest_within(sizes, 200, needs) == [n for n, _ in sizes]
+    assert newest_within(sizes, 10, needs) == []
+    assert with_needs(["part-000004.h5"], needs) == {"part-000004.h5", "part-000002.h5"}
+    assert max_parts_per_volume(90) == 44                # (100 files - 11 fixed) / 2 per part
+    assert max_parts_per_volume(3) == 3
+    assert max_parts_per_volume(90, max_files=20) == 4
 
 
 def test_changelog_and_checksum_texts() -> None:
@@ -179,6 +163,9 @@ def test_changelog_and_checksum_texts() -> None:
     assert "### Added\n- 4 Tool 4\n" in text and "### Updated\n- 2\n" in text
     assert "### Removed\n- 3 (failed: bad md5)\n" in text
     assert changelog(["## 2\n", "## 1\n"]) == "# Changelog\n\n## 2\n\n## 1\n"
+    many = changelog([f"## {i}\n" for i in range(100, 0, -1)])   # bounded, newest kept
+    assert "## 100\n" in many and f"## {100 - CHANGELOG_VERSIONS + 1}\n" in many
+    assert f"## {100 - CHANGELOG_VERSIONS}\n" not in many and "70 older version(s)" in many
     sums = sha256sums({"b.h5": "sha256:" + "b" * 64, "a.csv": "sha256:" + "a" * 64,
                        "SHA256SUMS": "sha256:" + "c" * 64})
     assert sums == f"{'a' * 64}  a.csv\n{'b' * 64}  b.h5\n"
@@ -193,9 +180,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _index(folder: Path) -> dict[str, dict[str, Any]]:
-    data = json.loads((folder / "index.json").read_text())
-    return {row["id"]: row for row in data["records"]}
+def _index(built: Any, *folders: Path) -> dict[str, dict[str, Any]]:
+    """Every live row of a built version: its part indexes, each read from the folder that
+    holds the listed bytes (the version's own folder, or an earlier one it carries from)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name in sorted(built.files):
+        if not name.endswith(".csv"):
+            continue
+        path = next(f / name for f in (built.folder, *folders, *sorted(
+            built.folder.parent.iterdir(), reverse=True)) if (f / name).is_file() and
+            "md5:" + hashlib.md5((f / name).read_bytes()).hexdigest() == built.md5[name])
+        for row in read_index_csv(path.read_text()):
+            assert row["id"] not in rows, f"{row['id']} is in two part indexes"
+            rows[row["id"]] = row
+    return rows
 
 
 def test_first_version_folder_is_flat_complete_and_checksummed(tmp_path: Path) -> None:
@@ -212,16 +210,19 @@ def test_first_version_folder_is_flat_complete_and_checksummed(tmp_path: Path) -
     folder = tmp_path / "versions" / "1.20261121"
     assert built.folder == folder
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted(["part-000001.h5", "index.csv", "index.json", "datapackage.json",
-                            "dataset-metadata.json", "README.md", "CHANGELOG.md", "SHA256SUMS"])
+    assert names == sorted(["part-000001.h5", "part-000001.csv", "catalog.json",
+                            "datapackage.json", "dataset-metadata.json", "README.md",
+                            "CHANGELOG.md", "SHA256SUMS", "code_images.py", "croissant.json",
+                            "figure-extensions.png", "figure-growth.png", "figure-mosaic.png"])
+    assert sorted(built.written) == names == sorted(built.files) and built.volume == 1
     assert all(p.is_file() for p in folder.iterdir())
     for line in (folder / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split("  ")
         assert _sha256(folder / name) == digest
         assert built.files[name] == f"sha256:{digest}"
     assert built.sizes["part-000001.h5"] == (folder / "part-000001.h5").stat().st_size
-    md5 = hashlib.md5((folder / "index.csv").read_bytes()).hexdigest()
-    assert built.md5["index.csv"] == f"md5:{md5}"
+    md5 = hashlib.md5((folder / "part-000001.csv").read_bytes()).hexdigest()
+    assert built.md5["part-000001.csv"] == f"md5:{md5}"
 
     with h5py.File(folder / "part-000001.h5") as part, \
             h5py.File(tmp_path / "records" / "101.h5") as src:
@@ -236,14 +237,20 @@ def test_first_version_folder_is_flat_complete_and_checksummed(tmp_path: Path) -
         assert part.attrs["dataset_version"] == "1.20261121"
     assert len(load_all(folder)) == sum(state.records[r]["images"] for r in index_ids)
 
-    index = _index(folder)
+    index = _index(built)
     assert sorted(index) == ["101", "102", "103"]
     assert index["101"]["part"] == "part-000001.h5"
     assert index["101"]["images"] == state.records["101"]["images"] > 0
     assert index["101"]["files"] == 3 and index["101"]["record_version"] == "v1.0"
     assert index["101"]["output_sha256"] == state.records["101"]["sha256"]
     assert index["101"]["added_in"] == "1.20261121" and index["101"]["concept"] == "101"
-    assert (folder / "index.csv").read_text().splitlines()[0].startswith("id,concept,doi,")
+    assert (folder / "part-000001.csv").read_text().splitlines()[0].startswith(
+        "id,concept,doi,")
+    catalog = json.loads((folder / "catalog.json").read_text())
+    assert catalog["dataset_version"] == built.version and catalog["volume"] == 1
+    assert [(v["volume"], v["parts"], v["records"], v["first_record"], v["last_record"])
+            for v in catalog["volumes"]] == [(1, ["part-000001.h5"], 3, "101", "103")]
+    assert catalog["kaggle"]["parts"] == ["part-000001.h5"] and catalog["withdrawn"] == {}
     package = json.loads((folder / "datapackage.json").read_text())
     assert {r["path"] for r in package["resources"]} == set(names) - {"datapackage.json",
                                                                       "SHA256SUMS"}
@@ -252,12 +259,14 @@ def test_first_version_folder_is_flat_complete_and_checksummed(tmp_path: Path) -
     assert kaggle["licenses"] == [{"name": "CC-BY-4.0"}]
     readme = (folder / "README.md").read_text()
     assert "h5py" in readme and "How to cite" in readme and "| 3 |" in readme
+    assert "## Volumes" in readme and "| 1 | this record | 101 .. 103 | 3 |" in readme
 
     entry = state.versions[-1]
     assert entry["version"] == built.version and entry["folder"] == "versions/1.20261121"
     assert entry["published"] == {} and entry["counts"]["records"] == 3
     assert entry["files"] == built.files
     assert {state.records[r]["version"] for r in ("101", "102", "103")} == {"1.20261121"}
+    assert {state.records[r]["part"] for r in ("101", "102", "103")} == {"part-000001.h5"}
     assert state.records["104"]["version"] is None
     assert State.load(state.path).versions[-1]["version"] == "1.20261121"   # saved
 
@@ -274,35 +283,57 @@ def test_nothing_changed_builds_nothing(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "versions").iterdir()] == ["1.20261121"]
 
 
-def test_second_version_carries_the_old_part_and_adds_only_changes(tmp_path: Path) -> None:
+def _fresh_runner(tmp_path: Path) -> Path:
+    """Move the version folders away, as on a CI runner whose cache was evicted; return where
+    they went (the "published" copies a test may hand to the builder as its source)."""
+    away = tmp_path / "published-copies"
+    shutil.rmtree(away, ignore_errors=True)
+    shutil.move(tmp_path / "versions", away)
+    return away
+
+
+def test_second_version_is_its_new_part_plus_a_listing_of_the_old_one(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     state = State(path=tmp_path / "state.json")
     for rid in ("101", "102", "103"):
         add_record(tmp_path, state, rid)
     v1 = build_version(manifest, state, tmp_path, now=DAY1)
+    away = _fresh_runner(tmp_path)                           # nothing of v1 on disk
     add_record(tmp_path, state, "104")                        # new
 
-    v2 = build_version(manifest, state, tmp_path, now=DAY2)
+    def source(name: str, md5: str) -> Path:
+        raise AssertionError(f"nothing should be fetched, {name} was")
+
+    v2 = build_version(manifest, state, tmp_path, now=DAY2, source=source)
 
     assert v1 is not None and v2 is not None and v2.version == "2.20261122"
-    old, new = v1.folder / "part-000001.h5", v2.folder / "part-000001.h5"
-    assert new.read_bytes() == old.read_bytes()                   # carried, identical bytes
-    assert new.stat().st_ino == old.stat().st_ino                 # hard-linked, not copied
-    assert v2.files["part-000001.h5"] == v1.files["part-000001.h5"]
+    assert v2.files["part-000001.h5"] == v1.files["part-000001.h5"]     # carried, by listing
+    assert v2.md5["part-000001.csv"] == v1.md5["part-000001.csv"]
+    assert sorted(p.name for p in v2.folder.iterdir()) == sorted(v2.written) == sorted(
+        ["part-000002.h5", "part-000002.csv", *FIXED_FILES])
+    # what grows with the data is the new part; the rest is the fixed files (the loader and the
+    # figures included: constant in size)
+    written = sum(v2.sizes[n] for n in v2.written if n not in EXTRA_FILES)
+    assert written < v2.sizes["part-000001.h5"] + v2.sizes["part-000002.h5"]
     with h5py.File(v2.folder / "part-000002.h5") as part:
         assert sorted(part["records"]) == ["104"]
-    assert sorted(_index(v2.folder)) == ["101", "102", "103", "104"]
+    assert sorted(_index(v2, away / v1.version)) == ["101", "102", "103", "104"]
+    sums = dict(line.split("  ")[::-1] for line in (v2.folder / "SHA256SUMS").read_text()
+                .splitlines())
+    assert sums["part-000001.h5"] == v1.files["part-000001.h5"].split(":")[1]   # whole volume
     assert state.versions[-1]["added"] == ["104"] and state.records["104"]["version"] == \
         "2.20261122"
     assert state.records["101"]["version"] == "1.20261121"
+    assert "added" not in state.versions[0]                  # per-record lists: newest only
     log = (v2.folder / "CHANGELOG.md").read_text()
     assert log.index("## 2.20261122") < log.index("## 1.20261121")
-    # the first folder is untouched (immutable)
-    assert _sha256(v1.folder / "index.json") == v1.files["index.json"].split(":")[1]
-    assert sorted(p.name for p in v1.folder.iterdir()) == sorted(v1.files)
+    shutil.move(away / v1.version, tmp_path / "versions" / v1.version)
+    # the reader sees each live record exactly once across the folders
+    assert sorted(g.attrs["record_id"] for g in record_groups(tmp_path / "versions")) == \
+        ["101", "102", "103", "104"]
 
 
-def test_updates_and_removals_rewrite_only_the_parts_they_touch(tmp_path: Path) -> None:
+def test_updates_and_removals_rewrite_only_the_indexes_they_touch(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     state = State(path=tmp_path / "state.json")
     for rid in ("101", "102", "103"):
@@ -310,34 +341,52 @@ def test_updates_and_removals_rewrite_only_the_parts_they_touch(tmp_path: Path) 
     v1 = build_version(manifest, state, tmp_path, now=DAY1)
     add_record(tmp_path, state, "104")
     add_record(tmp_path, state, "105")
+    add_record(tmp_path, state, "106")
     v2 = build_version(manifest, state, tmp_path, now=DAY2)
+    away = _fresh_runner(tmp_path)
     add_record(tmp_path, state, "102", seed=1, revision=2)    # updated on Zenodo
     add_record(tmp_path, state, "103", status="failed")       # now failing
+    for rid in ("104", "105", "106"):                          # every record of part 2 leaves
+        add_record(tmp_path, state, rid, status="failed")
+    fetched: list[str] = []
 
-    v3 = build_version(manifest, state, tmp_path, now=DAY3)
+    def source(name: str, md5: str) -> Path:
+        fetched.append(name)
+        path = next(away.glob(f"*/{name}"))
+        assert "md5:" + hashlib.md5(path.read_bytes()).hexdigest() == md5
+        return path
+
+    v3 = build_version(manifest, state, tmp_path, now=DAY3, source=source)
 
     assert v1 is not None and v2 is not None and v3 is not None
-    assert "part-000001.h5" not in v3.files                       # dirty: rewritten
-    assert v3.files["part-000002.h5"] == v2.files["part-000002.h5"]   # untouched: carried
+    # one small index per part whose records change, by need (part 2's for the card's totals)
+    assert fetched == ["part-000001.csv", "part-000002.csv"]
+    assert v3.files["part-000001.h5"] == v1.files["part-000001.h5"]    # bytes never rewritten
+    assert v3.md5["part-000001.csv"] != v1.md5["part-000001.csv"]     # its index is
+    assert "part-000002.h5" not in v3.files and "part-000002.csv" not in v3.files  # all left
     with h5py.File(v3.folder / "part-000003.h5") as part:
-        assert sorted(part["records"]) == ["101", "102"]          # live 101 moved, 102 new data
+        assert sorted(part["records"]) == ["102"]                 # only the new data
         assert part["records/102"].attrs["format"] == "code-images-record"
-    index = _index(v3.folder)
-    assert sorted(index) == ["101", "102", "104", "105"]
+    index = _index(v3, away / v1.version)
+    assert sorted(index) == ["101", "102"]
     assert index["102"]["part"] == "part-000003.h5"
     assert index["102"]["added_in"] == "1.20261121"
     assert index["102"]["dataset_version"] == "3.20261123"
     assert index["102"]["record_version"] == "v2.0"
-    assert index["101"]["part"] == "part-000003.h5"
+    assert index["101"]["part"] == "part-000001.h5"
     assert index["101"]["dataset_version"] == "1.20261121"
     assert "### Removed\n- 103 (failed: boom)" in v3.notes
     assert "### Updated\n- 102 Tool 102" in v3.notes
-    assert state.versions[-1]["removed"] == ["103"]
-    assert state.versions[-1]["counts"]["compacted"] == 1
+    assert state.versions[-1]["removed"] == ["103", "104", "105", "106"]
     assert state.records["102"]["version"] == "3.20261123"
-    # every record group in the folder is live, exactly once: the loader can read it all
-    assert sorted(g.attrs["record_id"] for g in record_groups(v3.folder)) == sorted(index)
-    assert len(load_all(v3.folder)) == sum(row["images"] for row in index.values())
+    assert "part" not in state.records["103"]
+    # every live record read once, the dead copies in part 1 skipped through the index
+    shutil.move(away / v1.version, tmp_path / "versions" / v1.version)
+    shutil.move(away / v2.version, tmp_path / "versions" / v2.version)
+    groups = [(g.file.filename.rsplit("/", 1)[1], g.attrs["record_id"])
+              for g in record_groups(tmp_path / "versions")]
+    assert sorted(groups) == [("part-000001.h5", "101"), ("part-000003.h5", "102")]
+    assert len(load_all(tmp_path / "versions")) == sum(row["images"] for row in index.values())
 
 
 def test_latest_policy_replaces_the_older_version_of_a_concept(tmp_path: Path) -> None:
@@ -348,28 +397,51 @@ def test_latest_policy_replaces_the_older_version_of_a_concept(tmp_path: Path) -
     add_record(tmp_path, state, "250", concept="190")
     v2 = build_version(manifest, state, tmp_path, now=DAY2)
     assert v2 is not None
-    assert sorted(_index(v2.folder)) == ["250"]
+    assert sorted(_index(v2)) == ["250"]
     assert "- 200 (superseded by 250)" in v2.notes
 
 
-def test_compaction_keeps_zenodo_under_its_file_limit(tmp_path: Path) -> None:
-    manifest = make_manifest(tmp_path, dataset={"max_parts": 3})
+def test_volumes_roll_over_at_the_part_cap_and_the_byte_limit(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path, dataset={"max_parts": 2})
     state = State(path=tmp_path / "state.json")
-    built = None
-    days = [datetime(2026, 11, d, tzinfo=UTC) for d in range(1, 7)]
-    for i, day in enumerate(days):
+    volumes = []
+    for i in range(6):
         add_record(tmp_path, state, str(300 + i))
-        built = build_version(manifest, state, tmp_path, now=day)
+        built = build_version(manifest, state, tmp_path, now=datetime(2026, 11, i + 1,
+                                                                      tzinfo=UTC))
         assert built is not None
-        parts = [n for n in built.files if n.startswith("part-")]
-        assert len(parts) <= 3
-    assert built is not None
-    index = _index(built.folder)
-    assert sorted(index) == [str(300 + i) for i in range(6)]
-    for rid, row in index.items():
-        with h5py.File(built.folder / row["part"]) as part:
-            assert rid in part["records"]
-    assert any(v["counts"]["compacted"] for v in state.versions)
+        assert len(built.parts()) <= 2 and len(built.files) <= 2 * 2 + len(FIXED_FILES)
+        volumes.append(built.volume)
+    assert volumes == [1, 1, 2, 2, 3, 3]
+    catalog = open_catalog(tmp_path / "versions")
+    assert catalog is not None and catalog["volume"] == 3
+    assert [(v["volume"], v["first_record"], v["last_record"], v["records"])
+            for v in catalog["volumes"]] == [(1, "300", "301", 2), (2, "302", "303", 2),
+                                             (3, "304", "305", 2)]
+    assert sorted(g.attrs["record_id"] for g in record_groups(tmp_path / "versions")) == \
+        [str(300 + i) for i in range(6)]
+    # an update of a record in a closed volume: new copy in the newest, old one withdrawn
+    add_record(tmp_path, state, "300", seed=5, revision=2)
+    built = build_version(manifest, state, tmp_path, now=datetime(2026, 11, 9, tzinfo=UTC))
+    assert built is not None and built.volume == 4
+    catalog = open_catalog(tmp_path / "versions")
+    assert catalog is not None and catalog["withdrawn"] == {"1": ["300"]}
+    ids = sorted(g.attrs["record_id"] for g in record_groups(tmp_path / "versions"))
+    assert ids == [str(300 + i) for i in range(6)]              # once each, the new 300
+
+    # the reserve for the fixed files (twice their size: the loader and figures are ~100 kB)
+    LIMIT = 2 * 65536 + 40_000 + 2 * 100_000
+    small = make_manifest(tmp_path / "b", destinations={
+        "zenodo": {"url": "http://127.0.0.1:9", "volume_max_bytes": LIMIT}})
+    other = State(path=tmp_path / "b" / "state.json")
+    sizes = []
+    for i in range(4):
+        add_record(tmp_path / "b", other, str(400 + i), files=40)
+        built = build_version(small, other, tmp_path / "b",
+                              now=datetime(2026, 11, i + 1, tzinfo=UTC))
+        assert built is not None and sum(built.sizes.values()) <= LIMIT
+        sizes.append((built.volume, sum(built.sizes.values())))
+    assert sizes[-1][0] > 1, sizes
 
 
 def test_a_crash_mid_build_leaves_no_version_and_the_rerun_is_clean(

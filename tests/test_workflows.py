@@ -687,9 +687,17 @@ class World:
         return self.runner.run(CONTINUOUS, event="workflow_dispatch", inputs=inputs)
 
     def state(self) -> dict[str, Any]:
+        """The committed state, with its records read back from the records folder."""
         text = self.remote.read("state/state.json")
         assert text is not None, "no state committed"
-        return json.loads(text)
+        state = json.loads(text)
+        state["records"] = {}
+        listing = self.remote.read("state/state.records") or ""
+        for name in listing.splitlines()[2:]:        # `git show` of a tree: a header, a blank
+            for line in (self.remote.read(f"state/state.records/{name}") or "").splitlines():
+                entry = json.loads(line)
+                state["records"][entry.pop("id")] = entry
+        return state
 
     @contextmanager
     def mutated(self, path: str, old: str, new: str) -> Iterator[None]:

@@ -14,32 +14,27 @@ creating another. The journal entry is cleared only once the destination holds e
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pipeline.dataset import CATALOG, BuiltVersion, index_name
 from pipeline.errors import PipelineError, redact
+from pipeline.published import PublishedFiles, find_local
 from pipeline.state import State
+from pipeline.version import built_version
 
-
-@dataclass(frozen=True)
-class BuiltVersion:
-    """A dataset version as ``version`` wrote it: an immutable, flat folder of files.
-
-    Flat, because Kaggle's client skips sub-folders and Zenodo records have no folders.
-    """
-
-    version: str                 # unique, ordered, e.g. "3.20261121"
-    folder: Path                 # <workdir>/versions/<version>/
-    files: dict[str, str]        # name -> "sha256:<hex>" for every file in the folder
-    md5: dict[str, str]          # name -> "md5:<hex>" (what Zenodo reports back)
-    sizes: dict[str, int]        # name -> bytes
-    notes: str                   # this version's CHANGELOG entry (Markdown)
-    counts: dict[str, int] = field(default_factory=dict)  # records, images, added, ...
+__all__ = ["BuiltVersion", "DestinationResult", "Journal", "PublishReport", "Publisher",
+           "kaggle_names", "kaggle_view", "publish"]
+# What a Kaggle version holds besides the chosen parts and their indexes (the card says where
+# the full dataset is; SHA256SUMS and datapackage.json describe the Zenodo volume, not this).
+KAGGLE_FIXED = (CATALOG, "README.md", "CHANGELOG.md", "dataset-metadata.json")
 
 
 class Journal:
@@ -166,10 +161,53 @@ def make_publisher(name: str, dest: Any, workdir: Path, *, sleep: Callable[[floa
     return KagglePublisher(dest, tmp_root=workdir / "tmp", sleep=sleep)
 
 
+def kaggle_parts(built: BuiltVersion) -> list[str]:
+    """The parts the version's catalog puts on Kaggle (chosen by the builder, within
+    ``destinations.kaggle.max_bytes``)."""
+    catalog = json.loads((built.folder / CATALOG).read_text(encoding="utf-8"))
+    return list((catalog.get("kaggle") or {}).get("parts") or [])
+
+
+def kaggle_names(built: BuiltVersion) -> list[str]:
+    """Every file of the Kaggle version of ``built``: budgeted parts, their indexes, and
+    :data:`KAGGLE_FIXED`."""
+    return sorted([n for p in kaggle_parts(built) for n in (p, index_name(p))]
+                  + list(KAGGLE_FIXED))
+
+
+def kaggle_view(built: BuiltVersion, state: State, folder: Path, files: PublishedFiles
+                ) -> BuiltVersion:
+    """The Kaggle version of ``built``: a flat folder of hard links (or fetched copies) holding
+    the budgeted parts, their indexes and the small descriptive files.
+
+    Parts this run did not write come from Zenodo, one at a time and verified: the download is
+    bounded by ``destinations.kaggle.max_bytes`` (and is nothing when every chosen part is new).
+    """
+    names = kaggle_names(built)
+    listing: dict[str, tuple[int, str, str]] = {}
+    for entry in state.versions:    # newest wins: every volume's current listing
+        for n in entry.get("md5", {}):
+            listing[n] = (int(entry["sizes"][n]), entry["md5"][n], entry["files"][n])
+    listing.update({n: (built.sizes[n], built.md5[n], built.files[n]) for n in built.files})
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in names:
+        md5 = listing[name][1]
+        src = built.local(name) or files.fetch(name, md5)
+        try:
+            os.link(src, folder / name)
+        except OSError:
+            shutil.copy2(src, folder / name)
+    return replace(built, folder=folder, written=frozenset(names),
+                   files={n: listing[n][2] for n in names}, md5={n: listing[n][1] for n in names},
+                   sizes={n: listing[n][0] for n in names})
+
+
 def publish(manifest: Any, state: State, workdir: str | os.PathLike[str], *,
             target: Literal["all", "zenodo", "kaggle"] = "all", dry_run: bool = False,
             sleep: Callable[[float], None] = time.sleep,
-            publishers: Mapping[str, Publisher] | None = None) -> PublishReport:
+            publishers: Mapping[str, Publisher] | None = None,
+            files: PublishedFiles | None = None) -> PublishReport:
     """Publish the newest built version to every enabled destination not holding it yet.
 
     Each destination is independent: a failure is reported (and retried by the next run from
@@ -177,10 +215,9 @@ def publish(manifest: Any, state: State, workdir: str | os.PathLike[str], *,
     and ``state.destinations[name]`` (saved). With ``dry_run`` the publishers' ``describe``
     lines are returned and nothing is changed. ``publishers`` replaces the ones built from the
     manifest (tests wrap them to simulate crashes). Older unpublished versions are skipped: the
-    newest one holds all their records.
+    newest one holds all their records. ``files`` fetches the Kaggle parts not on disk (the
+    orchestration passes one that counts the bytes).
     """
-    from pipeline.version import built_version
-
     workdir = Path(workdir)
     if not state.versions:
         return PublishReport(version=None, dry_run=dry_run)
@@ -206,8 +243,33 @@ def publish(manifest: Any, state: State, workdir: str | os.PathLike[str], *,
             report.results.append(DestinationResult(name, "dry-run",
                                                     lines=publisher.describe(built, known)))
             continue
+        if name == "kaggle":
+            files = files or PublishedFiles(manifest.destinations.zenodo, state,
+                                            workdir / "tmp" / "published", stage="publish",
+                                            sleep=sleep, local=find_local(workdir))
+            report.results.append(_publish_kaggle(publisher, built, state, entry, workdir,
+                                                  files))
+            continue
         report.results.append(_publish_one(publisher, built, state, entry))
     return report
+
+
+def _publish_kaggle(publisher: Publisher, built: BuiltVersion, state: State,
+                    entry: dict[str, Any], workdir: Path, files: PublishedFiles
+                    ) -> DestinationResult:
+    """Kaggle gets a view of the version (see :func:`kaggle_view`); fetched files and the view
+    are removed afterwards, so the disk it needs is bounded by the Kaggle budget."""
+    view_dir = workdir / "tmp" / f"kaggle-view-{built.version}"
+    try:
+        view = kaggle_view(built, state, view_dir, files)
+    except PipelineError as exc:
+        log.error("kaggle: %s", exc)
+        return DestinationResult("kaggle", "failed", error=str(exc))
+    try:
+        return _publish_one(publisher, view, state, entry)
+    finally:
+        shutil.rmtree(view_dir, ignore_errors=True)
+        shutil.rmtree(files.folder, ignore_errors=True)
 
 
 def _publish_one(publisher: Publisher, built: BuiltVersion, state: State,
@@ -229,7 +291,11 @@ def _publish_one(publisher: Publisher, built: BuiltVersion, state: State,
     if result.get("status") == "draft":
         state.save()
         return DestinationResult(name, "draft", dict(result))
-    entry.setdefault("published", {})[name] = dict(result)
+    # The version entry keeps the scalar ids of this publication (DOI, URL, version number);
+    # the destination's maps (Kaggle's version map, its parts) stay in ``destinations`` only,
+    # or every entry would carry a copy that grows with the number of versions.
+    entry.setdefault("published", {})[name] = {k: v for k, v in result.items()
+                                               if not isinstance(v, dict | list)}
     known.update(result)
     state.save()
     return DestinationResult(name, "published", dict(result))

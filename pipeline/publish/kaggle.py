@@ -70,6 +70,7 @@ CLIENT_SKIPS = frozenset({
     *(f"dataset-cover-image.{ext}" for ext in ("png", "jpg", "jpeg", "webp")),
 })
 PART_GLOB = "part-*"
+KEEP_VERSIONS = 10   # dataset versions remembered -> Kaggle version (only the newest is asked)
 READY = "ready"
 TERMINAL = frozenset({"failed", "deleted"})
 CREDENTIAL_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN")
@@ -327,7 +328,8 @@ class KagglePublisher:
             shutil.rmtree(run_dir, ignore_errors=True)
         updated = {**known, "dataset": self.dest.dataset, "url": url or self.web_url,
                    "version_number": number,
-                   "versions": {**(known.get("versions") or {}), built.version: number},
+                   "versions": dict(list({**(known.get("versions") or {}),
+                                          built.version: number}.items())[-KEEP_VERSIONS:]),
                    "parts": {n: c for n, c in built.files.items()
                              if fnmatch.fnmatch(n, PART_GLOB)}}
         # The ids land in the state in the same atomic save that clears the journal: a crash

@@ -39,25 +39,59 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
+from pipeline.dataset import BuiltVersion, version_key
 from pipeline.errors import PublishError, ServiceError
 from pipeline.http import HttpClient, Sleep
 from pipeline.manifest import ZenodoDestination
-from pipeline.publish import BuiltVersion, Journal
+from pipeline.publish import Journal
 from pipeline.records import normalise_md5
-from pipeline.version import version_key
 
 DEPOSITIONS = "/api/deposit/depositions"
 LIST_PAGE_SIZE = 100      # the deposit list's maximum page size (§5.2)
 LIST_MAX_PAGES = 50
 STAGE = "publish"
+ID_NOTE = "code-images dataset id: {}"   # in the deposition's notes: who may adopt it
+_ID_RE = re.compile(r"code-images dataset id: ([0-9a-f-]{36})")
+log = logging.getLogger(__name__)
+
+
+def volume_title(title: str, volume: int) -> str:
+    """Volume 1 keeps the dataset's title (existing records stay as they are); later volumes
+    say their number, so a person browsing Zenodo tells them apart."""
+    return title if volume <= 1 else f"{title} (volume {volume})"
+
+
+def dataset_id_of(dep: Mapping[str, Any]) -> str | None:
+    """The dataset id a deposition's notes carry (see :data:`ID_NOTE`), or None."""
+    m = _ID_RE.search(str((dep.get("metadata") or {}).get("notes") or ""))
+    return m.group(1) if m else None
+
+
+VOLUME_KEYS = ("deposition_id", "concept_id", "concept_doi", "files", "draft_id", "draft_version",
+               "record_id", "doi")
+
+
+def volume_known(known: dict[str, Any], volume: int) -> dict[str, Any]:
+    """The state's ids of one volume (``known["volumes"]["<n>"]``), created on first use.
+
+    A state from before volumes keeps volume 1's ids at the top level; they are copied in.
+    """
+    volumes = known.setdefault("volumes", {})
+    if str(volume) not in volumes:
+        legacy = {k: known[k] for k in VOLUME_KEYS if volume == 1 and known.get(k)}
+        volumes[str(volume)] = legacy
+    return volumes[str(volume)]
 
 
 @dataclass(frozen=True)
@@ -92,7 +126,8 @@ def diff_files(expected: Mapping[str, tuple[int, str]], got: Mapping[str, tuple[
 
 
 def deposit_metadata(package: Mapping[str, Any], built: BuiltVersion, *, today: date,
-                     community: str | None = None, source_url: str | None = None
+                     community: str | None = None, source_url: str | None = None,
+                     dataset_id: str | None = None, earlier_volumes: Mapping[int, str] = {}
                      ) -> dict[str, Any]:
     """The full deposit metadata (§5.4) from the version's own ``datapackage.json``.
 
@@ -116,16 +151,22 @@ def deposit_metadata(package: Mapping[str, Any], built: BuiltVersion, *, today: 
                    f"<p>{html.escape(summary)} README.md describes the files and how to load "
                    "them; CHANGELOG.md lists the records added, updated and removed in every "
                    "version; SHA256SUMS holds the checksums.</p>")
+    if dataset_id:
+        summary += " " + ID_NOTE.format(dataset_id)
     meta: dict[str, Any] = {
-        "upload_type": "dataset", "title": package["title"], "creators": creators,
+        "upload_type": "dataset", "title": volume_title(package["title"], built.volume),
+        "creators": creators,
         "description": description, "access_right": "open",
         "license": package["licenses"][0]["name"].lower(),
         "keywords": list(package.get("keywords", [])), "version": built.version,
         "publication_date": today.isoformat(), "notes": summary,
     }
+    related = [{"identifier": doi, "relation": "continues", "scheme": "doi"}
+               for _, doi in sorted(earlier_volumes.items())]
     if source_url:
-        meta["related_identifiers"] = [{"identifier": source_url, "relation": "isCompiledBy",
-                                        "scheme": "url"}]
+        related.append({"identifier": source_url, "relation": "isCompiledBy", "scheme": "url"})
+    if related:
+        meta["related_identifiers"] = related
     if community:
         meta["communities"] = [{"identifier": community}]
     return meta
@@ -211,13 +252,20 @@ class ZenodoPublisher:
                 return None
             raise
 
-    def _list(self) -> list[dict[str, Any]]:
-        """Every deposition of the token's account, drafts and all versions included."""
+    def _newest_published(self, concept: str) -> list[dict[str, Any]]:
+        """The newest published deposition of ``concept`` (a list of at most one)."""
+        return list(self._call("GET", DEPOSITIONS, params={
+            "size": 1, "page": 1, "all_versions": "true", "sort": "mostrecent",
+            "status": "published", "q": f"conceptrecid:{concept}"}))[:1]
+
+    def _list(self, **filters: str) -> list[dict[str, Any]]:
+        """Every deposition of the token's account (drafts and all versions included), or
+        those matching ``filters`` (``status``, ``q``: the deposit listing's parameters)."""
         found: list[dict[str, Any]] = []
         for page in range(1, LIST_MAX_PAGES + 1):
             batch = self._call("GET", DEPOSITIONS, params={
                 "size": LIST_PAGE_SIZE, "page": page, "all_versions": "true",
-                "sort": "mostrecent"})
+                "sort": "mostrecent", **filters})
             found += batch
             if len(batch) < LIST_PAGE_SIZE:
                 break
@@ -227,14 +275,17 @@ class ZenodoPublisher:
     def describe(self, built: BuiltVersion, known: dict[str, Any]) -> list[str]:
         """Offline plan: a new version's draft inherits the files of the latest published one,
         which the state records in ``known["files"]``."""
-        base = known.get("deposition_id") or self.dest.deposition_id
+        known = volume_known(json.loads(json.dumps(known)), built.volume)
+        base = known.get("deposition_id") or (self.dest.deposition_id
+                                              if built.volume == 1 else None)
         if known.get("draft_id"):
             where = f"reuse the open draft {known['draft_id']}"
         elif base:
             where = f"open a new version of deposition {base}" + (
                 f" (concept {known['concept_id']})" if known.get("concept_id") else "")
         else:
-            where = "create a new deposition (first publish)"
+            where = (f"create volume {built.volume} (a new concept record)" if built.volume > 1
+                     else "create a new deposition (first publish)")
         inherited = {n: ("", md5) for n, md5 in (known.get("files") or {}).items()}
         plan = plan_files(inherited, built.md5)
         total = sum(built.sizes[n] for n in plan.upload)
@@ -251,19 +302,39 @@ class ZenodoPublisher:
     # -- publish --------------------------------------------------------------------------------
     def publish(self, built: BuiltVersion, known: dict[str, Any], journal: Journal
                 ) -> dict[str, Any]:
+        """Publish ``built`` as the next version of its volume (a new concept record for a new
+        volume); ``known`` is the state's ``destinations.zenodo``, per volume under
+        ``volumes``, with the current volume's ids also at the top level."""
+        vk = volume_known(known, built.volume)
+        try:
+            return self._publish(built, known, vk, journal)
+        finally:   # the top level mirrors the volume being published (status, notify, compat)
+            for key in VOLUME_KEYS:
+                if key in vk:
+                    known[key] = vk[key]
+                else:
+                    known.pop(key, None)
+            known["volume"] = built.volume
+
+    def _publish(self, built: BuiltVersion, known: dict[str, Any], vk: dict[str, Any],
+                 journal: Journal) -> dict[str, Any]:
         prior = dict(journal.entry)
+        dataset_id = known.setdefault("dataset_id", str(uuid.uuid4()))
         entry = journal.begin(built.version)
         package = json.loads((built.folder / "datapackage.json").read_text(encoding="utf-8"))
         server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
         repo = os.environ.get("GITHUB_REPOSITORY")
+        earlier = {int(v): str(k["concept_doi"]) for v, k in known["volumes"].items()
+                   if int(v) < built.volume and k.get("concept_doi")}
         metadata = deposit_metadata(package, built, today=self.now().date(),
                                     community=self.dest.community,
-                                    source_url=f"{server}/{repo}" if repo else None)
-        dep = self._resume(built, known, entry, prior)
+                                    source_url=f"{server}/{repo}" if repo else None,
+                                    dataset_id=dataset_id, earlier_volumes=earlier)
+        dep = self._resume(built, vk, entry, prior)
         if dep is None:
-            dep = self._locate(built, known, journal, metadata)
+            dep = self._locate(built, vk, journal, metadata, dataset_id)
         if _submitted(dep):
-            return self._adopt(dep, built, known, journal)
+            return self._adopt(dep, built, vk, journal)
         if entry.get("draft_id") != str(dep["id"]):
             journal.step("draft", draft_id=str(dep["id"]),
                          concept_id=str(dep.get("conceptrecid") or ""))
@@ -273,13 +344,13 @@ class ZenodoPublisher:
                    "what Zenodo validates; fix it and run `version` and `publish` again")
         journal.step("metadata")
         if self.dest.mode == "draft":
-            return self._leave_draft(dep, built, known, journal)
+            return self._leave_draft(dep, built, vk, journal)
         journal.step("publish-requested")
         done = self._call("POST", f"{DEPOSITIONS}/{dep['id']}/actions/publish", ok=(202,),
                           hint="the draft is kept; run `publish` again to retry")
         journal.step("published", record_id=str(done.get("record_id") or done["id"]),
                      doi=done.get("doi"))
-        return self._adopt(done, built, known, journal)
+        return self._adopt(done, built, vk, journal)
 
     def _resume(self, built: BuiltVersion, known: dict[str, Any], entry: Mapping[str, Any],
                 prior: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -301,11 +372,19 @@ class ZenodoPublisher:
         return None
 
     def _locate(self, built: BuiltVersion, known: dict[str, Any], journal: Journal,
-                metadata: Mapping[str, Any]) -> dict[str, Any]:
+                metadata: Mapping[str, Any], dataset_id: str) -> dict[str, Any]:
         """Find our open draft or the version already published; else open a new draft."""
-        deps = {str(d["id"]): d for d in self._list()}
-        base_id = known.get("deposition_id") or self.dest.deposition_id
+        base_id = known.get("deposition_id") or (self.dest.deposition_id
+                                                 if built.volume == 1 else None)
         concept = known.get("concept_id")
+        # Open drafts only, plus the concept's newest published deposition: two small answers
+        # whatever the history. Every deposition of the account is listed only when the concept
+        # is unknown (a volume's first publish), to find a create whose answer was lost.
+        deps = {str(d["id"]): d for d in self._list(status="draft")}
+        if concept:
+            deps.update((str(d["id"]), d) for d in self._newest_published(str(concept)))
+        else:
+            deps.update((str(d["id"]), d) for d in self._list())
         if base_id:
             base = self._get(str(base_id))
             if base is None:
@@ -315,10 +394,9 @@ class ZenodoPublisher:
                                    "new one)")
             concept = concept or base.get("conceptrecid")
             deps.setdefault(str(base["id"]), base)
-        if not concept:   # state lost or first publish: a deposition titled like ours?
-            ours = [d for d in deps.values() if d.get("title") == metadata["title"]
-                    or (d.get("metadata") or {}).get("title") == metadata["title"]]
-            concept = max(ours, key=lambda d: int(d["id"])).get("conceptrecid") if ours else None
+        if not concept:   # a create whose answer was lost: our id is in the draft's notes
+            concept = self._adoptable(deps.values(), metadata["title"], dataset_id,
+                                      journal.state.path)
         family = [d for d in deps.values()
                   if concept and str(d.get("conceptrecid")) == str(concept)]
         drafts = [d for d in family if not _submitted(d)]
@@ -333,7 +411,7 @@ class ZenodoPublisher:
                     f"Zenodo's latest version of concept {concept} is {have}, not older than "
                     f"the built {built.version}", stage=STAGE, url=self.dest.url,
                     hint="the state file is behind Zenodo (a publish was not committed?); "
-                    "restore it from git or rebuild it from the published index")
+                    "restore it from git or rebuild it from the published catalog and part indexes")
         if drafts:
             return self._fresh(max(drafts, key=lambda d: int(d["id"])))
         if latest is not None:
@@ -345,6 +423,34 @@ class ZenodoPublisher:
         journal.step("create-requested", requested_at=self.now().isoformat())
         return self._call("POST", DEPOSITIONS, ok=(201,), json={"metadata": metadata},
                           hint="check the token's deposit:write scope")
+
+    def _adoptable(self, deps: Any, title: str, dataset_id: str, state_path: Any) -> str | None:
+        """The concept of a deposition this dataset may continue without being told, or None.
+
+        Strict on purpose: only a deposition whose notes carry this dataset's id (kept in the
+        state since its first publish) is adopted, never one that merely has the same title,
+        which may belong to another work folder publishing the same manifest. Both cases say
+        which deposition and why, and how to change it.
+        """
+        titled = [d for d in deps if (d.get("metadata") or {}).get("title", d.get("title"))
+                  == title]
+        ours = [d for d in titled if dataset_id_of(d) == dataset_id]
+        strangers = [str(d["id"]) for d in titled if d not in ours]
+        if strangers:
+            log.warning("zenodo: deposition(s) %s are titled %r but do not carry this dataset's "
+                        "id %s (destinations.zenodo.dataset_id in the state file %s); not "
+                        "adopted. To continue one of them instead, set "
+                        "destinations.zenodo.deposition_id in the manifest", ", ".join(strangers),
+                        title, dataset_id, state_path)
+        if not ours:
+            return None
+        dep = max(ours, key=lambda d: int(d["id"]))
+        log.warning("zenodo: adopting deposition %s (concept %s): its notes carry this "
+                    "dataset's id %s, recorded in the state file %s by an earlier publish whose "
+                    "answer was lost. To stop this, discard that deposition on Zenodo or remove "
+                    "destinations.zenodo.dataset_id from the state", dep["id"],
+                    dep.get("conceptrecid"), dataset_id, state_path)
+        return str(dep.get("conceptrecid") or "") or None
 
     def _fresh(self, dep: Mapping[str, Any]) -> dict[str, Any]:
         got = self._get(str(dep["id"]))
@@ -362,7 +468,8 @@ class ZenodoPublisher:
             if exc.status != 400 or "remove all files" not in str(exc.got).lower():
                 raise
             # §5.3: a draft of this concept already exists; find it and carry on with it
-            drafts = [d for d in self._list() if str(d.get("conceptrecid")) == concept
+            drafts = [d for d in self._list(status="draft")
+                      if str(d.get("conceptrecid")) == concept
                       and not _submitted(d)]
             if not drafts:
                 raise PublishError("newversion says a draft exists but none is listed",
@@ -382,6 +489,16 @@ class ZenodoPublisher:
         remote = {str(f["filename"]): (str(f["id"]), normalise_md5(f.get("checksum")))
                   for f in files}
         plan = plan_files(remote, built.md5)
+        missing = [n for n in plan.upload if built.local(n) is None]
+        if missing:
+            raise PublishError(
+                f"draft {dep['id']} lacks {len(missing)} carried file(s) of version "
+                f"{built.version} ({', '.join(missing[:5])}), which this run does not have",
+                stage=STAGE, url=self.dest.url,
+                expected="the draft to inherit them from the volume's previous version",
+                got=f"{len(remote)} file(s) in the draft",
+                hint="a person changed the record's files on Zenodo? Publish the missing files "
+                "by hand, or restore the state file from git and run `version` again")
         for _name, file_id in plan.delete:
             self._call("DELETE", f"{DEPOSITIONS}/{dep['id']}/files/{file_id}", ok=(204, 404))
         bucket = dep["links"]["bucket"]

@@ -13,6 +13,14 @@ Why faithful: publishing must survive Zenodo's real semantics, which differ from
   shape ``{id, filename, filesize, checksum (bare hex), links{self, download}}`` (fixture 2);
   empty files are refused ("Empty files are not accepted.", invenio-records-resources);
 * publish needs files ("Missing uploaded files. ..."), at most 100 of them (§5.5);
+* a record's quota (§5.5: 50 GB and 100 files; the sandbox options ``deposit_max_bytes`` and
+  ``deposit_max_files`` scale them down for tests): an upload that would pass either is refused
+  before it is stored, as invenio-files-rest refuses a bucket write over its quota (400
+  ``{"status": 400, "message": "Bucket quota exceeded."}``, the ``FileSizeError`` of
+  ``Bucket.size_limit``); for the file count the reference gives no body, so the sandbox answers
+  the same shape with "Too many files." (choice where the reference is silent). Every
+  deposition's peak bytes are kept (:meth:`DepositService.peak_bytes`) so tests can prove no
+  deposition ever went over;
 * ``newversion`` returns the **new draft** (201) whose ``links.latest_draft`` is itself, with
   **all files of the latest published version imported** and ``version``/``publication_date``
   dropped from the metadata (§5.3); a second call while that draft holds files is 400
@@ -60,6 +68,9 @@ UPLOAD_TYPES = {"publication": "Publication", "poster": "Poster", "presentation"
 MISSING_FILES = ("Missing uploaded files. To disable files for this record please mark it as "
                  "metadata-only.")
 REMOVE_FILES = "Please remove all files first."
+MAX_BYTES = 50 * 10**9
+QUOTA_EXCEEDED = "Bucket quota exceeded."
+TOO_MANY_FILES = "Too many files."
 DENIED = "Permission denied."
 
 
@@ -128,6 +139,16 @@ class DepositService:
         self._deps: dict[int, Deposition] = {}
         self._buckets: dict[str, int] = {}
         self._lock = threading.RLock()
+        options = getattr(sandbox, "options", {}) or {}
+        self.max_bytes: int = int(options.get("deposit_max_bytes", MAX_BYTES))
+        self.max_files: int = int(options.get("deposit_max_files", MAX_FILES))
+        self._peak: dict[int, int] = {}
+        self.refused: list[str] = []   # quota refusals, for tests and benchmarks
+
+    def peak_bytes(self) -> dict[int, int]:
+        """Each deposition's largest total of file bytes ever held."""
+        with self._lock:
+            return dict(self._peak)
 
     # ------------------------------------------------------------------ public helpers
 
@@ -285,11 +306,19 @@ class DepositService:
             return zenodo_error(403, DENIED)
         if not data:
             return zenodo_error(400, "Empty files are not accepted.")
-        dep.files = [f for f in dep.files if f.filename != name]  # same key: replaced
+        others = [f for f in dep.files if f.filename != name]   # same key: replaced
+        if len(others) + 1 > self.max_files:
+            self.refused.append(f"{dep.id}: {TOO_MANY_FILES}")
+            return zenodo_error(400, TOO_MANY_FILES)
+        if sum(len(f.data) for f in others) + len(data) > self.max_bytes:
+            self.refused.append(f"{dep.id}: {QUOTA_EXCEEDED}")
+            return zenodo_error(400, QUOTA_EXCEEDED)
+        dep.files = others
         new = DepositFile(self.zenodo.corpus.new_uuid(), name, data,
                           self.zenodo.corpus.new_uuid(), self.zenodo.now())
         dep.files.append(new)
         dep.modified = new.created
+        self._peak[dep.id] = max(self._peak.get(dep.id, 0), sum(len(f.data) for f in dep.files))
         return new
 
     # ------------------------------------------------------------------ depositions
@@ -499,9 +528,10 @@ class DepositService:
         errors = validate_metadata(dep.metadata)
         if not dep.files:
             errors.append({"field": "files.enabled", "messages": [MISSING_FILES]})
-        elif len(dep.files) > MAX_FILES:
+        elif len(dep.files) > self.max_files:
             errors.append({"field": "files", "messages": [
-                f"A record holds at most {MAX_FILES} files; this draft has {len(dep.files)}."]})
+                f"A record holds at most {self.max_files} files; this draft has "
+                f"{len(dep.files)}."]})
         if errors:
             return validation_error(errors)
         now = self.zenodo.now()
