@@ -35,51 +35,46 @@ import h5py
 import numpy as np
 
 from pipeline.code_images import read_metadata
-from pipeline.dedup import KnownContents, concept_of, pack_part
+from pipeline.dedup import KnownContents, Packed, concept_of, pack_part
 from pipeline.manifest import default_processing
 from pipeline.provenance import record_labels
 from pipeline.sandbox.corpus import Corpus
-from pipeline.sandbox.sourcetree import ArchiveSpec
 from pipeline.store import LIBVER, SourceArchive, write_record
 
 P = default_processing()
 
 
 class Forgetful(KnownContents):
+    """Knows nothing, ever: packing without de-duplication, for the comparison."""
+
     def get(self, transform: str, sha256: str) -> None:
         return None
 
 
-def store(tmp: Path, chains: list) -> tuple[list[list[tuple[str, str, str]]], int]:
-    """Write every record complete; ``(per concept [(id, h5, concept)], source bytes)``."""
-    out, source = [], 0
+def store(tmp: Path, chains: list) -> tuple[list[list[tuple[str, str, str]]], int,
+                                            dict[str, list[SourceArchive]]]:
+    """Write every record complete, as ``process`` does: ``(per concept [(id, h5, concept)],
+    source bytes, {id: its archives})``."""
+    out, source, archives = [], 0, {}
     for chain in chains:
         rows = []
         for rec in chain:
             rid = str(rec.record["id"])
-            blobs = {k: b for k, b in rec.blobs.items() if k.endswith((".zip", ".tar.gz"))}
-            if not blobs and rec.release is not None:
-                r = rec.release
-                blobs = {f"github:{r.owner}/{r.repo}@{r.tag}": ArchiveSpec(r, "tar.gz",
-                                                                          r.codeload_top)}
-            archives = []
-            for i, (key, blob) in enumerate(sorted(blobs.items())):
-                path = tmp / "dl" / f"{rid}-{i}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(blob.build() if isinstance(blob, ArchiveSpec) else blob)
-                archives.append(SourceArchive(key, path))
-            output = write_record(tmp / "records", rid, archives, processing=P,
+            archives[rid] = [SourceArchive(key, path) for key, path in
+                             rec.write_archives(tmp / "dl")]
+            output = write_record(tmp / "records", rid, archives[rid], processing=P,
                                   record=rec.record, labels=record_labels(rec.record))
             source += output.source_bytes
             rows.append((rid, str(output.hdf5), str(rec.record["conceptrecid"])))
         out.append(rows)
-    return out, source
+    return out, source, archives
 
 
-def pack(folder: Path, chains: list, *, dedup: bool) -> tuple[int, int, int]:
-    """Parts version by version; ``(bytes, pages stored, pages referred)``."""
+def pack_versions(folder: Path, chains: list, *, dedup: bool) -> list[list[Packed]]:
+    """One part per version: version k's part holds the k-th version of every concept; what it
+    may refer to are the earlier versions' groups and the records packed before it."""
     folder.mkdir(parents=True)
-    stored = referred = 0
+    packed_all = []
     for k in range(max(len(c) for c in chains)):
         known = KnownContents() if dedup else Forgetful()
         if dedup:  # what a builder knows: earlier versions' groups (here: local parts)
@@ -88,11 +83,16 @@ def pack(folder: Path, chains: list, *, dedup: bool) -> tuple[int, int, int]:
                     for group in part["records"].values():
                         known.add_group(group, concept_of(group))
         with h5py.File(folder / f"part-{k + 1:06d}.h5", "w", libver=LIBVER) as part:
-            packed = pack_part(part.create_group("records"),
-                               [c[k] for c in chains if k < len(c)], known)
-        stored += sum(p.images for p in packed)
-        referred += sum(p.referenced_images for p in packed)
-    return sum(f.stat().st_size for f in folder.glob("*.h5")), stored, referred
+            packed_all.append(pack_part(part.create_group("records"),
+                                        [c[k] for c in chains if k < len(c)], known))
+    return packed_all
+
+
+def pack(folder: Path, chains: list, *, dedup: bool) -> tuple[int, int, int]:
+    """:func:`pack_versions`; ``(bytes, pages stored, pages referred)``."""
+    packed = [p for version in pack_versions(folder, chains, dedup=dedup) for p in version]
+    return (sum(f.stat().st_size for f in folder.glob("*.h5")), sum(p.images for p in packed),
+            sum(p.referenced_images for p in packed))
 
 
 def stdlib_chains(tmp: Path, concepts: int, versions: int, mb: float
@@ -189,8 +189,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         started = time.perf_counter()
-        chains, source = store(tmp / "chains", Corpus(seed=9).chains(args.concepts,
-                                                                       args.versions))
+        chains, source, _ = store(tmp / "chains", Corpus(seed=9).chains(args.concepts,
+                                                                          args.versions))
         records = sum(len(c) for c in chains)
         print(f"version chains: {args.concepts} concepts x {args.versions} versions = "
               f"{records} records, {source:,} bytes of converted source "
@@ -204,7 +204,7 @@ def main() -> None:
               f"({time.perf_counter() - started:.1f} s to convert)")
         report(tmp / "stdlib", real, real_source)
 
-        small_chains, small_source = store(tmp / "small", Corpus(seed=10).chains(
+        small_chains, small_source, _ = store(tmp / "small", Corpus(seed=10).chains(
             args.small, 1, flavour="small"))
         new_size, _, _ = pack(tmp / "small-new", small_chains, dedup=False)
         old_size = old_layout(tmp / "small-new" / "part-000001.h5", tmp / "small-old.h5")

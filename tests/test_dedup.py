@@ -2,8 +2,9 @@
 
 The corpus is the sandbox's realistic version chains (a new version edits a few files), every
 record converted and stored complete by ``process``'s writer, then packed version by version
-into parts the way a dataset version packs them. What a user must see: every path of every
-record, every page, equal to converting the record's archives afresh; and fewer bytes.
+into parts (the helpers of ``benchmarks/bench_dedup.py``, which measures the bytes). What a
+user must see: every path of every record, every page, equal to converting the record's
+archives afresh; and fewer bytes.
 """
 
 from __future__ import annotations
@@ -14,91 +15,23 @@ import h5py
 import numpy as np
 import pytest
 
+from benchmarks.bench_dedup import P, pack_versions, store
 from pipeline import code_images
 from pipeline.convert import convert_archive
-from pipeline.dedup import (
-    KnownContents,
-    bases,
-    concept_of,
-    decode_listing,
-    encode_listing,
-    listing,
-    needs_rematerialising,
-    pack_part,
-)
-from pipeline.manifest import default_processing
-from pipeline.provenance import record_labels
+from pipeline.dedup import bases, decode_listing, encode_listing, listing, needs_rematerialising
 from pipeline.sandbox.corpus import Corpus
-from pipeline.sandbox.sourcetree import ArchiveSpec
-from pipeline.store import LIBVER, SourceArchive, write_record
-
-P = default_processing()
-
-
-def store_chains(tmp: Path, concepts: int, versions: int, flavour: str = "full"
-                 ) -> list[list[tuple[str, Path, list[SourceArchive], str]]]:
-    """Write every record of the chains complete; per concept: (id, h5 path, archives, concept)."""
-    chains = Corpus(seed=5).chains(concepts, versions, flavour=flavour)  # type: ignore[arg-type]
-    out = []
-    for chain in chains:
-        rows = []
-        for rec in chain:
-            rid = str(rec.record["id"])
-            archives = []
-            blobs = {k: b for k, b in rec.blobs.items() if k.endswith((".zip", ".tar.gz"))}
-            if not blobs and rec.release is not None:  # the GitHub fallback archive
-                release = rec.release
-                blobs = {f"github:{release.owner}/{release.repo}@{release.tag}": ArchiveSpec(
-                    release, "tar.gz", release.codeload_top)}
-            for i, (key, blob) in enumerate(sorted(blobs.items())):
-                data = blob.build() if isinstance(blob, ArchiveSpec) else blob
-                path = tmp / "downloads" / f"{rid}-{i}{'.zip' if key.endswith('.zip') else '.tgz'}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                archives.append(SourceArchive(key, path))
-            output = write_record(tmp / "records", rid, archives, processing=P,
-                                  record=rec.record, labels=record_labels(rec.record))
-            rows.append((rid, output.hdf5, archives, str(rec.record["conceptrecid"])))
-        out.append(rows)
-    return out
-
-
-def pack_versions(folder: Path, chains: list, *, dedup: bool) -> list[list]:
-    """Version k's part holds the k-th version of every concept; earlier versions of a concept
-    (in earlier parts) and records packed before in the same part are what it may refer to."""
-    folder.mkdir(parents=True, exist_ok=True)
-    packed_all = []
-    for k in range(len(chains[0])):
-        known = KnownContents()
-        if dedup:
-            for earlier in sorted(folder.glob("part-*.h5")):
-                with h5py.File(earlier, "r") as part:
-                    for group in part["records"].values():
-                        known.add_group(group, concept_of(group))
-        with h5py.File(folder / f"part-{k + 1:06d}.h5", "w", libver=LIBVER) as part:
-            members = [(rid, str(path), concept) for chain in chains
-                       for rid, path, _, concept in [chain[k]]]
-            packed = pack_part(part.create_group("records"), members,
-                               known if dedup else _Forgetful())
-        packed_all.append(packed)
-    return packed_all
-
-
-class _Forgetful(KnownContents):
-    """Knows nothing, ever: packing without de-duplication, for the comparison."""
-
-    def get(self, transform: str, sha256: str) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
-def chains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+def chains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, dict]:
+    """Records of the sandbox's release chains, stored complete (as the benchmark does)."""
     tmp = tmp_path_factory.mktemp("chains")
-    return tmp, store_chains(tmp, concepts=3, versions=3)
+    stored, _, archives = store(tmp, Corpus(seed=5).chains(3, 3))
+    return tmp, stored, archives
 
 
 def test_every_record_loads_complete_and_equal_to_a_fresh_conversion(chains) -> None:
-    tmp, stored = chains
+    tmp, stored, archives_of = chains
     folder = tmp / "dedup"
     packed = pack_versions(folder, stored, dedup=True)
     assert sum(p.referenced_files for version in packed[1:] for p in version) > 0
@@ -109,8 +42,8 @@ def test_every_record_loads_complete_and_equal_to_a_fresh_conversion(chains) -> 
         labels_of[labels["record"]] = labels
     expected: dict[tuple[str, str], np.ndarray] = {}
     for chain in stored:
-        for rid, _, archives, concept in chain:
-            for archive in archives:
+        for rid, _, concept in chain:
+            for archive in archives_of[rid]:
                 fresh = convert_archive(archive.path, processing=P, prefix=archive.key)
                 for f in fresh.files:
                     expected[(rid, f.path)] = f.images
@@ -124,7 +57,7 @@ def test_every_record_loads_complete_and_equal_to_a_fresh_conversion(chains) -> 
 
 
 def test_later_versions_store_only_what_changed(chains) -> None:
-    tmp, stored = chains
+    tmp, stored, _ = chains
     with_dedup = pack_versions(tmp / "dedup-bytes", stored, dedup=True)
     without = pack_versions(tmp / "plain-bytes", stored, dedup=False)
     # the first versions share only files that every project has (Makefile, headers):
@@ -150,7 +83,7 @@ def image_bytes(folder: Path) -> int:
 
 
 def test_references_point_at_the_record_that_stores_the_pages(chains) -> None:
-    tmp, stored = chains
+    tmp, stored, _ = chains
     folder = tmp / "dedup-refs"
     pack_versions(folder, stored, dedup=True)
     stores: set[str] = set()
@@ -172,7 +105,7 @@ def test_references_point_at_the_record_that_stores_the_pages(chains) -> None:
 
 
 def test_a_missing_holder_is_named(chains) -> None:
-    tmp, stored = chains
+    tmp, stored, _ = chains
     folder = tmp / "dedup-missing"
     pack_versions(folder, stored, dedup=True)
     (folder / "part-000001.h5").unlink()

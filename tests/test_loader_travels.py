@@ -20,9 +20,10 @@ import h5py
 import numpy as np
 import pytest
 
+from benchmarks.bench_dedup import pack_versions, store
 from pipeline import code_images
 from pipeline.research import LOADER, ship_loader
-from tests.test_dedup import pack_versions, store_chains
+from pipeline.sandbox.corpus import Corpus
 
 ONLY = ("numpy", "numpy.libs", "h5py", "h5py.libs")
 
@@ -45,7 +46,7 @@ def numpy_h5py_venv(where: Path) -> Path:
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("travel")
     out = tmp / "version"
-    pack_versions(out, store_chains(tmp, concepts=4, versions=2), dedup=True)
+    pack_versions(out, store(tmp, Corpus(seed=5).chains(4, 2))[0], dedup=True)
     ship_loader(out)
     return out
 

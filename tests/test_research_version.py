@@ -32,7 +32,6 @@ from pipeline.manifest import default_processing
 from pipeline.provenance import record_labels, splits
 from pipeline.research import CROISSANT, LOADER
 from pipeline.sandbox.corpus import Corpus
-from pipeline.sandbox.sourcetree import ArchiveSpec
 from pipeline.state import State
 from pipeline.store import SourceArchive, write_record
 from pipeline.version import build_version
@@ -46,21 +45,13 @@ def process_chain_version(workdir: Path, state: State, rec, manifest) -> list[So
     """What ``process`` does for one corpus record: fetch (here: build) its archives, convert
     and store it complete with its labels, and fold its outcome into the state."""
     rid = str(rec.record["id"])
-    blobs = {k: b for k, b in rec.blobs.items() if k.endswith((".zip", ".tar.gz"))}
-    if not blobs and rec.release is not None:      # the GitHub fallback archive
-        r = rec.release
-        blobs = {f"github:{r.owner}/{r.repo}@{r.tag}": ArchiveSpec(r, "tar.gz", r.codeload_top)}
-    archives = []
-    for i, (key, blob) in enumerate(sorted(blobs.items())):
-        path = workdir / "downloads" / f"{rid}-{i}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob.build() if isinstance(blob, ArchiveSpec) else blob)
-        archives.append(SourceArchive(key, path))
+    archives = [SourceArchive(key, path) for key, path in
+                rec.write_archives(workdir / "downloads")]
     out = write_record(workdir / "records", rid, archives, processing=manifest.processing,
                        record=rec.record, labels=record_labels(rec.record, splits(manifest)))
     state.apply_outcome({
         "id": rid, "status": "done", "concept": str(rec.record["conceptrecid"]), "revision": 1,
-        "updated": rec.record["updated"], "checksums": {k: "md5:x" for k in blobs},
+        "updated": rec.record["updated"], "checksums": {a.key: "md5:x" for a in archives},
         "processed_at": "2026-11-20T00:00:00Z", "attempts": 0, "reason": "",
         "images": out.images, "files": out.files, "output": f"records/{out.hdf5.name}",
         "metadata": f"records/{out.metadata.name}", "sha256": out.hdf5_sha256,

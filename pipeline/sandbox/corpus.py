@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 from pipeline.sandbox.sourcetree import ArchiveSpec, Flavour, Release, pdf_bytes, source_files
@@ -121,6 +122,24 @@ class CorpusRecord:
     record: dict
     blobs: dict[str, Blob]
     release: Release | None = None
+
+    def write_archives(self, folder: Path) -> list[tuple[str, Path]]:
+        """The record's archives written into ``folder`` as ``(key, path)``, the GitHub
+        release archive when it has none (what ``fetch`` would download), for benchmarks and
+        tests that convert corpus records without a server."""
+        rid = str(self.record["id"])
+        blobs = {k: b for k, b in self.blobs.items() if k.endswith((".zip", ".tar.gz"))}
+        if not blobs and self.release is not None:
+            r = self.release
+            blobs = {f"github:{r.owner}/{r.repo}@{r.tag}": ArchiveSpec(r, "tar.gz",
+                                                                      r.codeload_top)}
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for i, (key, blob) in enumerate(sorted(blobs.items())):
+            path = folder / f"{rid}-{i}{'.zip' if key.endswith('.zip') else '.tar.gz'}"
+            path.write_bytes(blob.build() if isinstance(blob, ArchiveSpec) else blob)
+            out.append((key, path))
+        return out
 
 
 @dataclass
