@@ -160,7 +160,8 @@ def pack_record(source: h5py.Group, destination: h5py.Group, known: KnownContent
                                "compression_opts": src.compression_opts,
                                "shuffle": src.shuffle} if src.compression else {}
     dst = destination.create_dataset(
-        "images", shape=(own, *src.shape[1:]), dtype=src.dtype, track_times=False,
+        "images", shape=(own, *src.shape[1:]), maxshape=(None, *src.shape[1:]),
+        dtype=src.dtype, track_times=False,
         chunks=(max(1, min(src.chunks[0], own)), *src.shape[1:]), **options)
     for (first, count), at in ranges.items():
         for start in range(0, count, _BLOCK):

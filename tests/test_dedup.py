@@ -18,8 +18,17 @@ import pytest
 from benchmarks.bench_dedup import P, pack_versions, store
 from pipeline import code_images
 from pipeline.convert import convert_archive
-from pipeline.dedup import bases, decode_listing, encode_listing, listing, needs_rematerialising
+from pipeline.dedup import (
+    KnownContents,
+    bases,
+    decode_listing,
+    encode_listing,
+    listing,
+    needs_rematerialising,
+    pack_part,
+)
 from pipeline.sandbox.corpus import Corpus
+from pipeline.store import LIBVER
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +134,28 @@ def test_listing_cells_round_trip_and_bases_are_the_newest_of_the_volume() -> No
                "8": {"concept": "c", "status": "done"}}                           # incoming
     assert bases({"8": "c", "9": "d"}, records, ["part-000001.h5", "part-000002.h5"]) == {
         "4": "part-000002.h5"}
+
+
+def test_a_record_whose_every_content_is_held_elsewhere_stores_no_page(tmp_path: Path) -> None:
+    """Two records of identical archives (a re-upload under a new version): the second packs
+    with an empty ``images`` and loads complete from the first."""
+    stored = store(tmp_path, Corpus(seed=6).chains(1, 1))[0]
+    (rid, path, concept), = stored[0]
+    twin = tmp_path / "twin.h5"
+    with h5py.File(path, "r") as src, h5py.File(twin, "w") as dst:
+        for name in src:
+            src.copy(src[name], dst, name=name)
+        dst.attrs.update(dict(src.attrs))
+        dst.attrs["record_id"] = "twin"
+    folder = tmp_path / "part"
+    folder.mkdir()
+    with h5py.File(folder / "part-000001.h5", "w", libver=LIBVER) as part:
+        packed = pack_part(part.create_group("records"),
+                           [(rid, str(path), concept), ("twin", str(twin), concept)],
+                           KnownContents())
+    assert packed[1].images == 0 and packed[1].holders == (rid,)
+    pages = {(lab["record"], lab["path"]): p for lab, p in code_images.iter_files(folder)}
+    for (record, name), got in pages.items():
+        if record == "twin":
+            assert np.array_equal(got, pages[(rid, name)])
+    assert len(pages) == 2 * len({name for _, name in pages})
