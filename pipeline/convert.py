@@ -49,6 +49,7 @@ from pipeline.code_images import SPACE, split_rows_2018
 from pipeline.errors import ConvertError
 from pipeline.extract import ArchiveLimits, Kind, Member, iter_members
 from pipeline.manifest import Processing
+from pipeline.redact import Redaction, redact
 
 BINARY_SNIFF_BYTES = 8192
 TAB_SPACES_2018 = 4
@@ -89,6 +90,7 @@ class ConvertedFile:
     extension: str
     images: np.ndarray
     image_rows: np.ndarray | None = None
+    redactions: tuple[Redaction, ...] = ()  # secrets masked before the transform
 
     @property
     def image_count(self) -> int:
@@ -370,6 +372,7 @@ def convert_bytes(path: str, data: bytes, processing: Processing) -> ConvertedFi
     if (not mode_2018 and processing.binary_policy == "skip"
             and b"\0" in data[:BINARY_SNIFF_BYTES]):
         return Skipped(path, size, "binary", f"NUL byte in the first {BINARY_SNIFF_BYTES} bytes")
+    data, redactions = redact(path, data, processing.redact)  # before anything is derived
     width, height = processing.image_width, processing.image_height
     try:
         if mode_2018:
@@ -380,8 +383,10 @@ def convert_bytes(path: str, data: bytes, processing: Processing) -> ConvertedFi
     except ValueError as exc:
         raise ConvertError(f"file {path!r} could not be converted: {exc}", stage="convert",
                            hint="report this file; it is a bug in the transform") from exc
+    # sha256 of the redacted bytes: a digest of the original would let anyone test guesses of
+    # a short password against it
     return ConvertedFile(path, size, hashlib.sha256(data).hexdigest(), file_extension(path),
-                         rows, image_rows)
+                         rows, image_rows, redactions)
 
 
 _KIND_REASONS: dict[str, Reason] = {"symlink": "link", "hardlink": "link",
@@ -426,5 +431,8 @@ def convert_archive(archive: str | Path, *, processing: Processing, prefix: str 
     """
     result = ConvertedArchive(processing)
     for item in iter_archive(archive, processing=processing, prefix=prefix, record=record):
-        (result.skipped if isinstance(item, Skipped) else result.files).append(item)
+        if isinstance(item, Skipped):
+            result.skipped.append(item)
+        else:
+            result.files.append(item)
     return result

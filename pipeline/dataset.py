@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.research import EXTRA_FILES
 
@@ -150,9 +151,9 @@ class BuiltVersion:
         return sorted(n for n in self.files if is_part(n))
 
 
-def latest_by_volume(versions: Iterable[Mapping[str, object]]) -> dict[int, Mapping[str, object]]:
+def latest_by_volume(versions: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
     """The newest ``state.versions`` entry of every volume (entries without one are volume 1)."""
-    out: dict[int, Mapping[str, object]] = {}
+    out: dict[int, Mapping[str, Any]] = {}
     for entry in versions:
-        out[int(entry.get("volume") or 1)] = entry   # type: ignore[call-overload]
+        out[int(entry.get("volume") or 1)] = entry
     return out

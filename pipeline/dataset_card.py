@@ -44,6 +44,7 @@ _BASE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("dataset_version", "string", "dataset version that last wrote its data"),
     ("output_sha256", "string", "sha256 of the record's complete HDF5 output"),
     ("source_checksums", "string", "checksums of the source archives (JSON)"),
+    ("redactions", "integer", "secrets redacted in the record's files (values never stored)"),
 )
 # Every column of a part index, with its type and meaning (the datapackage and Croissant
 # schemas are made from this).
@@ -205,6 +206,20 @@ def volumes_section(volume: int, volumes: Sequence[Mapping[str, Any]],
     return text
 
 
+def redaction_policy(policy: str, total: int) -> str:
+    """The card's privacy statement: the redaction policy and how many values it masked."""
+    if policy == "none":
+        return ("secrets in the harvested code were **not** redacted (`processing.redact: "
+                "none`); images show the code exactly as archived.")
+    what = "secrets and e-mail addresses" if policy == "secrets+emails" else "secrets"
+    return (f"{what} found in the harvested code (cloud keys, tokens, private keys, passwords, "
+            "credentials in URLs; detect-secrets' rules) were replaced, before the transform, "
+            "by `*` characters of the same length, so lines and pages keep their shape. "
+            f"**{total:,}** values are masked in this version's records; the `redactions` "
+            "column of the part indexes (`part-NNNNNN.csv`) counts them per record, and each "
+            "record's `metadata.json` lists where (path, line, column, rule), never the value.")
+
+
 def readme(manifest: Any, *, version: str, created: datetime, counts: Mapping[str, int],
            notes: str, parts: Sequence[str], concept_doi: str | None, volume: int = 1,
            volumes: Sequence[Mapping[str, Any]] = (), kaggle: Mapping[str, Any] | None = None,
@@ -251,6 +266,8 @@ skips files over {p.max_file_bytes:,} bytes, binary files (a NUL byte in the fir
 folders {', '.join(p.exclude_dirs)}, converts every remaining file (mode `{p.mode}`), and publishes
 an immutable, checksummed version like this one. Versions policy: `{manifest.source.versions}`
 (`latest` keeps only the newest version of each software concept).
+
+Privacy: {redaction_policy(p.redact, counts.get("redactions", 0))}
 
 ## Files
 

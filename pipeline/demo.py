@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -28,9 +29,9 @@ from pipeline import sandbox as sb
 KAGGLE_DATASET = f"{sb.KAGGLE_USERNAME}/code-images-demo"
 
 
-def sandbox_manifest(url: str, folder: Path, *, overrides: Mapping[str, Any] | None = None
-                     ) -> Path:
-    """Write a manifest whose every service URL is the sandbox at ``url``; return its path."""
+def sandbox_manifest_data(url: str, *, overrides: Mapping[str, Any] | None = None
+                          ) -> dict[str, Any]:
+    """A manifest (as data) whose every service URL is the sandbox at ``url``."""
     data: dict[str, Any] = {
         "source": {
             "zenodo": {"url": url, "token_env": "ZENODO_TOKEN",
@@ -68,9 +69,24 @@ def sandbox_manifest(url: str, folder: Path, *, overrides: Mapping[str, Any] | N
         for key in parents:
             node = node.setdefault(key, {})
         node[last] = value
+    return data
+
+
+def sandbox_manifest_text(url: str, *, overrides: Mapping[str, Any] | None = None) -> str:
+    """The YAML text of :func:`sandbox_manifest_data` (what ``pipeline sandbox`` prints)."""
+    head = (f"# A manifest aimed at the embedded sandbox at {url} (written by `pipeline "
+            "sandbox`).\n# Paths are relative to this file's folder; the credentials it names "
+            "are the sandbox's.\n")
+    return head + yaml.safe_dump(sandbox_manifest_data(url, overrides=overrides),
+                                 sort_keys=False)
+
+
+def sandbox_manifest(url: str, folder: Path, *, overrides: Mapping[str, Any] | None = None
+                     ) -> Path:
+    """Write ``folder/data_manifest.yaml`` aimed at the sandbox at ``url``; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "data_manifest.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(sandbox_manifest_text(url, overrides=overrides), encoding="utf-8")
     return path
 
 
@@ -86,6 +102,13 @@ def sandbox_environ(url: str) -> dict[str, str]:
         "DEMO_SLACK_URL": f"{url}/slack/demo",
         "DISPATCH_TOKEN": sb.GITHUB_TOKEN,
     }
+
+
+def export_lines(url: str) -> str:
+    """:func:`sandbox_environ` as shell ``export`` lines (what ``pipeline sandbox`` prints),
+    plus ``SANDBOX_URL`` for the controls (``curl -X POST "$SANDBOX_URL/sandbox/records"``)."""
+    values = {**sandbox_environ(url), "SANDBOX_URL": url}
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
 
 
 @contextlib.contextmanager

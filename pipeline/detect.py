@@ -25,7 +25,7 @@ plain asserts; :func:`detect` does the I/O. The cursor moves only after the plan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,15 +159,16 @@ def select(retries: list[PlanEntry], harvested: list[PlanEntry], limit: int
 # -- I/O ------------------------------------------------------------------------------------
 
 def harvest(client: ZenodoClient, manifest: Manifest, since: datetime, until: datetime
-            ) -> Iterator[tuple[Record, dict[str, Any]]]:
+            ) -> Generator[tuple[Record, dict[str, Any]], None, None]:
     """Every record updated in ``[since, until)`` in ``updated`` order, one page at a time.
 
     A generator: pages are requested only as the caller consumes hits, so a caller that stops
     early stops paging. Past 10,000 hits a new query starts at :func:`restart_at` the last hit.
     """
     query = manifest.source.query
-    search = dict(resource_type=query.resource_type, communities=query.communities,
-                  all_versions=manifest.source.versions == "all")
+    search: dict[str, Any] = dict(resource_type=query.resource_type,
+                                  communities=query.communities,
+                                  all_versions=manifest.source.versions == "all")
     size = client.page_size
     start = since
     while True:

@@ -58,7 +58,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 from pipeline.errors import ArchiveError, LocalError
 from pipeline.manifest import Processing
@@ -540,13 +540,13 @@ class _CheckedTarInfo(tarfile.TarInfo):
     """Remembers why tarfile stopped: it treats a truncated or garbled header as a clean end."""
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _CheckedTarInfo:
         try:
             return super().fromtarfile(tarfile_)
-        except tarfile.EOFHeaderError:  # an all-zero block: the proper end of the archive
+        except tarfile.EOFHeaderError:  # type: ignore[attr-defined]  # all-zero: the proper end
             raise
         except tarfile.HeaderError as exc:
-            tarfile_.pipeline_stop_reason = f"{type(exc).__name__}: {exc}"
+            setattr(tarfile_, "pipeline_stop_reason", f"{type(exc).__name__}: {exc}")  # noqa: B010
             raise
 
     # tarfile reads these payloads whole with one read(); refuse absurd sizes before that.
@@ -570,19 +570,21 @@ def _iter_tar(path: str | Path, fmt: Format, limits: ArchiveLimits,
               record: str | None) -> Iterator[Member]:
     with open(path, "rb") as fh, contextlib.ExitStack() as stack:
         raw = _MeteredStream(fh)
-        decompressed: IO[bytes] | _MeteredStream = raw  # plain tar: the metered file itself
+        file_raw = cast(IO[bytes], raw)  # a read-only file object, as the type checker sees it
+        decompressed: IO[bytes] = file_raw  # plain tar: the metered file itself
         if fmt == "tar.gz":
-            decompressed = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+            decompressed = stack.enter_context(
+                cast(IO[bytes], gzip.GzipFile(fileobj=file_raw, mode="rb")))
         elif fmt == "tar.bz2":
-            decompressed = stack.enter_context(bz2.BZ2File(raw, mode="rb"))
+            decompressed = stack.enter_context(bz2.BZ2File(file_raw, mode="rb"))
         elif fmt == "tar.xz":
-            decompressed = stack.enter_context(lzma.LZMAFile(raw, mode="rb"))
+            decompressed = stack.enter_context(lzma.LZMAFile(file_raw, mode="rb"))
         stream = _MeteredStream(decompressed, limits, raw, record)
         tf = stack.enter_context(tarfile.open(
-            fileobj=stream, mode="r|", bufsize=_BLOCK, tarinfo=_CheckedTarInfo))
+            fileobj=cast(IO[bytes], stream), mode="r|", bufsize=_BLOCK, tarinfo=_CheckedTarInfo))
         count = 0
         while (info := tf.next()) is not None:
-            tf.members.clear()  # stream mode keeps every TarInfo otherwise
+            tf.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every TarInfo
             count += 1
             if count > limits.max_members:
                 raise _too_many_members("tar", limits, record)

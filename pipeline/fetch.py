@@ -22,11 +22,13 @@ trickles (one byte a second never trips a read timeout) fails the attempt at the
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.errors import ChecksumError, LocalError, PipelineError, ServiceError
 from pipeline.fsutil import file_digest, file_digests, safe_join
@@ -195,10 +197,12 @@ def _stream(http: HttpClient, source: Source, part: Path, *, record: str,
         size = source.size or (have + length if length is not None else max_bytes)
         deadline = started + limits.deadline(size - have)
         written = have
-        with open(part, "ab" if have else "wb") as out:
+        bar = download_bar(source.key, have + length if length else 0, have)
+        with open(part, "ab" if have else "wb") as out, bar:
             for block in iter_body(response, stage="fetch", record=record,
                                    what=f"the download of {source.key}", deadline=deadline):
                 written += len(block)
+                bar.update(len(block))
                 if written > max_bytes:
                     out.close()
                     part.unlink()
@@ -208,3 +212,17 @@ def _stream(http: HttpClient, source: Source, part: Path, *, record: str,
                         expected=f"<= {max_bytes} bytes", got=f"> {max_bytes} bytes",
                         hint="raise the limit in the manifest to process it")
                 out.write(block)
+
+
+LONG_DOWNLOAD = 50 * 1024 * 1024  # bytes: below this a download is over before a bar helps
+
+
+def download_bar(key: str, total: int, have: int) -> Any:
+    """A byte progress bar for a long download on a terminal (SPEC §3); a no-op otherwise, or
+    with ``-q`` (logging above INFO)."""
+    from tqdm import tqdm
+
+    show = (total >= LONG_DOWNLOAD and sys.stderr.isatty()
+            and logging.getLogger("pipeline").isEnabledFor(logging.INFO))
+    return tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=key[-40:], leave=False, disable=not show, file=sys.stderr)

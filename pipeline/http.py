@@ -364,8 +364,8 @@ class HttpClient:
         text = redact(error_text(response), self.secrets)
         expected = "HTTP " + "/".join(str(s) for s in sorted(ok))
         got = f"HTTP {status}" + (f" {text!r}" if text else "")
-        common = dict(stage=stage, record=record, url=url, expected=expected, got=got,
-                      status=status)
+        common: dict[str, Any] = dict(stage=stage, record=record, url=url, expected=expected,
+                                      got=got, status=status)
         if status == 429:
             return RateLimitedError(
                 f"{self.service} {method} rate-limited after {self.retries + 1} attempts",

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import jsonschema
 import yaml
@@ -88,6 +89,7 @@ SCHEMA: dict[str, Any] = _obj({
         "download_grace_seconds": _d({"type": "number", "minimum": 1}, 60),
         "download_min_bytes_per_second": _d(_POSINT, 65536),
         "compression_level": _d({"type": "integer", "minimum": 0, "maximum": 9}, 4),
+        "redact": _d({"enum": ["secrets", "secrets+emails", "none"]}, "secrets"),
     }), {}),
     "dataset": _obj({
         "name": _d({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{2,60}$"}, "code-images"),
@@ -131,6 +133,7 @@ SCHEMA: dict[str, Any] = _obj({
             "url_env": _ENV,
             "secret_env": _ENV,
             "format": _d({"enum": ["cloudevents"]}, "cloudevents"),
+            "signature": _d({"enum": ["standard-webhooks", "github"]}, "standard-webhooks"),
         }, ("url_env", "secret_env"))}, []),
         "slack": _d({"type": ["object", "null"], "properties": {"url_env": _ENV},
                      "required": ["url_env"], "additionalProperties": False}, None),
@@ -213,6 +216,7 @@ class Processing:
     download_grace_seconds: float
     download_min_bytes_per_second: int
     compression_level: int
+    redact: Literal["secrets", "secrets+emails", "none"] = "secrets"
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,7 @@ class Webhook:
     url_env: str
     secret_env: str
     format: str
+    signature: str = "standard-webhooks"
 
 
 @dataclass(frozen=True)
@@ -354,8 +359,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
     path = tuple(str(p) for p in error.absolute_path)
     v = error.validator
     if v == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
+        allowed = sorted(cast(Mapping[str, Any], error.schema).get("properties", {}))
+        extra = sorted(set(cast(Iterable[Any], error.instance)) - set(allowed))
         return (*path, extra[0]) if len(extra) == 1 else path, (
             f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(extra)}; "
             f"expected one of: {', '.join(allowed)}")
@@ -366,7 +371,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
         return path, f"expected {error.validator_value}, got {type(error.instance).__name__} " \
                      f"{error.instance!r}"
     if v == "enum":
-        return path, f"expected one of {', '.join(map(str, error.validator_value))}, " \
+        choices = cast(Iterable[Any], error.validator_value)
+        return path, f"expected one of {', '.join(map(str, choices))}, " \
                      f"got {error.instance!r}"
     if v == "pattern":
         return path, f"expected a value matching {error.validator_value}, got {error.instance!r}"

@@ -67,7 +67,9 @@ class Context:
 
 @dataclass
 class StageResult:
-    """What a stage did: ``text`` for a terminal, the rest for a GitHub job summary."""
+    """What a stage did: ``text`` in words for a terminal, ``data`` for ``--json``, ``next``
+    the command to run next (its words after ``pipeline``, None when there is nothing to do)
+    with ``next_note`` said after it, and the rest for a GitHub job summary."""
 
     name: str
     ok: bool = True
@@ -75,6 +77,14 @@ class StageResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    next: str | None = None
+    next_note: str = ""
+
+
+def plural(n: int, word: str) -> str:
+    """``1 record``, ``2,000 records``: summaries in words (issue 11)."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def version_outputs(state: State, version: str | None) -> dict[str, Any]:
@@ -107,15 +117,21 @@ def detect_stage(ctx: Context, *, out: Path | None = None, since: str | None = N
     ctx.stats.search_requests += plan.search_requests
     counts = plan.counts()
     total = len(plan.entries)
+    default_plan = out == ctx.workdir / "plan.json"
     return StageResult(
         "detect",
-        text=f"detect: {total} record(s) planned ({counts['new']} new, {counts['updated']} "
-             f"updated, {counts['retry']} retry), {len(plan.skipped)} skipped, "
-             f"{plan.search_requests} search request(s); window {plan.since} .. {plan.until}; "
-             f"plan: {out}",
+        text=f"detect: {plural(total, 'record')} planned ({counts['new']} new, "
+             f"{counts['updated']} updated, {counts['retry']} to retry), "
+             f"{len(plan.skipped)} skipped, {plural(plan.search_requests, 'search request')}; "
+             f"window {plan.since} .. {plan.until}; plan written to {out}",
         outputs={"planned": total, "has_work": total > 0, "plan": str(out), **counts},
         tables={"Planned records": [{"record": e.id, "action": e.action, "reason": e.reason}
-                                    for e in plan.entries]})
+                                    for e in plan.entries]},
+        data={"planned": total, **counts, "skipped": len(plan.skipped), "plan": str(out),
+              "since": plan.since, "until": plan.until, "search_requests": plan.search_requests,
+              "records": [{"id": e.id, "action": e.action, "reason": e.reason}
+                          for e in plan.entries]},
+        next=("process" + ("" if default_plan else f" --plan {out}")) if total else None)
 
 
 def process_stage(ctx: Context, *, plan: Path | None = None, shard: str | None = None,
@@ -125,10 +141,19 @@ def process_stage(ctx: Context, *, plan: Path | None = None, shard: str | None =
     # Read-only: shards of a job array may share the workdir and the state file, so process
     # never writes the state; its outcome files are folded in by the next stage.
     state = State.load(ctx.manifest.state_path)
+    parsed = parse_shard(shard)
     report = process(ctx.manifest, state, ctx.workdir, plan_path=plan or
-                     ctx.workdir / "plan.json", shard=parse_shard(shard), jobs=jobs)
-    return StageResult("process", ok=not report.failed, text=report.text(),
-                       outputs=report.outputs(), tables={"Failed records": report.rows()})
+                     ctx.workdir / "plan.json", shard=parsed, jobs=jobs)
+    lines = [report.text()]
+    if report.failed:
+        lines.append("failed records are retried by the next detect + process (up to "
+                      "source.retry_limit); `pipeline status` lists them")
+    return StageResult("process", ok=not report.failed, text="\n".join(lines),
+                       outputs=report.outputs(), tables={"Failed records": report.rows()},
+                       data={**report.outputs(), "shard": f"{parsed[0]}/{parsed[1]}",
+                             "seconds": round(report.seconds, 3),
+                             "failed_records": report.rows()},
+                       next="version" if report.done else None)
 
 
 def version_stage(ctx: Context) -> StageResult:
@@ -145,14 +170,25 @@ def version_stage(ctx: Context) -> StageResult:
         files.close()
         shutil.rmtree(files.folder, ignore_errors=True)
     if built is None:
+        unpublished = bool(state.versions) and not state.versions[-1].get("published")
         return StageResult("version", text="version: nothing changed since the last version; "
                            "no new version", outputs={"version": "", "new_version": False},
-                           notes=["Nothing changed since the last version."])
-    return StageResult("version", text=f"version: built {built.version} (volume {built.volume})"
-                       f" in {built.folder} ({built.counts})",
-                       outputs={**built.counts, "new_version": True,
-                                **version_outputs(state, built.version)},
-                       notes=[built.notes])
+                           notes=["Nothing changed since the last version."],
+                           data={"new_version": False, "version": ""},
+                           next="publish" if unpublished else None)
+    c = built.counts
+    return StageResult(
+        "version",
+        text=f"version: built {built.version} (volume {built.volume}): "
+             f"{plural(c.get('records', 0), 'record')} ({c.get('added', 0)} added, "
+             f"{c.get('updated', 0)} updated, {c.get('removed', 0)} removed), "
+             f"{plural(c.get('images', 0), 'image')} in {plural(c.get('parts', 0), 'part file')};"
+             f" folder {built.folder}",
+        outputs={**c, "new_version": True, **version_outputs(state, built.version)},
+        notes=[built.notes],
+        data={"new_version": True, "version": built.version, "volume": built.volume,
+              "folder": str(built.folder), "counts": c},
+        next="publish")
 
 
 def publish_stage(ctx: Context, *, target: str = "all", dry_run: bool = False) -> StageResult:
@@ -172,9 +208,23 @@ def publish_stage(ctx: Context, *, target: str = "all", dry_run: bool = False) -
         enabled = [n for n in DESTINATIONS if getattr(ctx.manifest.destinations, n) is not None
                    and getattr(ctx.manifest.destinations, n).enabled]
         prune_published(state, ctx.workdir, enabled)
+    if report.failed:
+        step, note = "publish", "again once the problem above is fixed; it resumes the same version"
+    elif report.dry_run:
+        step, note = "publish" + ("" if target == "all" else f" --target {target}"), ""
+    elif any(r.outcome == "published" for r in report.results):
+        step, note = "notify", ""
+    else:
+        step, note = None, ""
     return StageResult("publish", ok=not report.failed, text=report.text(),
                        outputs={**report.outputs(), **version_outputs(state, report.version)},
-                       notes=[report.markdown()])
+                       notes=[report.markdown()],
+                       data={"version": report.version, "dry_run": report.dry_run,
+                             "failed": report.failed,
+                             "results": [{"destination": r.name, "outcome": r.outcome,
+                                          "detail": r.detail, "error": r.error,
+                                          "lines": r.lines} for r in report.results]},
+                       next=step, next_note=note)
 
 
 def notify_stage(ctx: Context) -> StageResult:
@@ -185,12 +235,20 @@ def notify_stage(ctx: Context) -> StageResult:
     newest = report.versions[-1] if report.versions else None
     return StageResult("notify", ok=report.ok, text="\n".join(report.lines()),
                        outputs={**report.outputs(), **version_outputs(state, newest)},
-                       tables={"Notifications": report.rows()}, notes=report.lines())
+                       tables={"Notifications": report.rows()}, notes=report.lines(),
+                       data={"ok": report.ok, "results": report.rows(),
+                             "feed": report.feed_path,
+                             "given_up": [{"version": v, "channel": c}
+                                          for v, c in report.given_up],
+                             "waiting": report.waiting},
+                       next=None if report.ok else "notify",
+                       next_note="" if report.ok else
+                       "retries the failed channels (so does the next run)")
 
 
-def run_all(ctx: Context, *, on_stage: Callable[[StageResult], None],
+def run_all(ctx: Context, *, on_stage: Callable[[StageResult], Any],
             detect_options: dict[str, Any] | None = None, jobs: int = 1,
-            target: str = "all") -> bool:
+            target: str = "all", on_start: Callable[[str], Any] | None = None) -> bool:
     """detect -> process -> version -> publish -> notify; stops at the first failing stage,
     except that record failures in ``process`` do not stop the run (they are retried later).
     Returns whether every stage that ran succeeded (``process`` record failures excepted)."""
@@ -201,7 +259,9 @@ def run_all(ctx: Context, *, on_stage: Callable[[StageResult], None],
         lambda: publish_stage(ctx, target=target),
         lambda: notify_stage(ctx),
     ]
-    for step in steps:
+    for name, step in zip(STAGES, steps, strict=True):
+        if on_start is not None:
+            on_start(name)
         result = step()
         on_stage(result)
         if not result.ok and result.name != "process":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import zlib
@@ -113,15 +114,23 @@ def process(manifest: Manifest, state: State, workdir: Path, *, plan_path: Path,
     remove_stale_temporaries(workdir / "records")
     entries = [e for e in load_plan(plan_path) if in_shard(e.id, shard)]
     report = ProcessReport(planned=len(entries), shard=shard)
-    todo = []
+    todo: list[PlanEntry] = []
     for entry in _usable(entries, report):
-        (report.already if already_done(entry, state, workdir) else todo).append(entry)
+        if already_done(entry, state, workdir):
+            report.already.append(entry.id)
+        else:
+            todo.append(entry)
     args = [(entry, manifest.path, str(workdir)) for entry in todo]
-    if jobs == 1 or len(todo) <= 1:
-        for a in args:
-            _collect(report, process_one(*a))
-    else:
-        _run_pool(args, jobs, report)
+    progress = _progress(len(args))
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            for a in args:
+                _collect(report, process_one(*a), progress)
+        else:
+            _run_pool(args, jobs, report, progress)
+    finally:
+        if progress is not None:
+            progress.close()
     report.seconds = time.monotonic() - started
     return report
 
@@ -162,13 +171,9 @@ def remove_stale_temporaries(folder: Path, *, older_than: float = 3600.0) -> int
     return removed
 
 
-def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
-    progress = _progress(len(args))
-
+def _run_pool(args: list[tuple], jobs: int, report: ProcessReport, progress: Any) -> None:
     def collect(outcome: dict[str, Any]) -> None:
-        _collect(report, outcome)
-        if progress:
-            progress.update(1)
+        _collect(report, outcome, progress)
 
     queue = list(args)
     while queue:  # a new pool after each one a killed worker broke
@@ -176,8 +181,14 @@ def _run_pool(args: list[tuple], jobs: int, report: ProcessReport) -> None:
         for a in suspects:  # alone, so a worker killed again names its record
             if _pool_round([a], 1, collect)[1]:
                 collect(_killed_outcome(*a))
-    if progress:
-        progress.close()
+
+
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent (which stops them and reports it once, SPEC §15):
+    the terminal sends SIGINT to the whole process group, and N tracebacks would follow.
+    SIGTERM gets its default action back (the parent's handler is inherited by fork)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _pool_round(queue: list[tuple], jobs: int, collect: Callable[[dict[str, Any]], None]
@@ -189,7 +200,8 @@ def _pool_round(queue: list[tuple], jobs: int, collect: Callable[[dict[str, Any]
     """
     queue = list(queue)
     suspects: list[tuple] = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_signals)
+    try:
         running: dict[Future, tuple] = {}
         while queue or running:
             while queue and len(running) < jobs * 2 and not suspects:
@@ -211,6 +223,15 @@ def _pool_round(queue: list[tuple], jobs: int, collect: Callable[[dict[str, Any]
                     except BrokenProcessPool:
                         suspects.append(a)
                 break
+    except BaseException:
+        # Ctrl-C / SIGTERM: stop the workers now instead of waiting for the records in
+        # progress; what they had finished is already in its outcome file, and their temporary
+        # files are removed when the record is processed again.
+        for worker in list((pool._processes or {}).values()):
+            worker.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return queue, suspects
 
 
@@ -227,22 +248,29 @@ def _killed_outcome(entry: PlanEntry, manifest_path: Path, workdir: str) -> dict
 
 
 def _progress(total: int) -> Any:
-    if not sys.stderr.isatty():
+    """A progress bar on a terminal, unless logging is quieter than INFO (``-q``)."""
+    if not total or not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="record", desc="process")
+    return tqdm(total=total, unit="record", desc="process", file=sys.stderr)
 
 
-def _collect(report: ProcessReport, outcome: dict[str, Any]) -> None:
+def _collect(report: ProcessReport, outcome: dict[str, Any], progress: Any = None) -> None:
+    """Count one record's outcome; show progress as a bar on a terminal, else as a log line
+    (the reasons of failures are printed once, in the summary)."""
     if outcome["status"] == "done":
         report.done.append(outcome["id"])
         report.images += int(outcome.get("images", 0))
-        log.info("record %s: %d images from %d files", outcome["id"], outcome.get("images", 0),
-                 outcome.get("files", 0))
+        what = f"done, {outcome.get('images', 0)} images from {outcome.get('files', 0)} files"
     else:
         report.failed[outcome["id"]] = outcome["reason"]
-        log.warning("record %s failed: %s", outcome["id"], outcome["reason"])
+        what = "failed (the reason is in the summary)"
+    if progress is not None:
+        progress.update(1)
+    else:
+        log.info("process: record %s %s (%d/%d)", outcome["id"], what,
+                 len(report.done) + len(report.failed), report.planned - len(report.already))
 
 
 def _now() -> str:
@@ -372,4 +400,5 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
             "output": f"records/{output.hdf5.name}", "metadata": f"records/"
             f"{output.metadata.name}", "sha256": output.hdf5_sha256,
             "bytes": output.hdf5_bytes, "source_bytes": output.source_bytes,
+            "redactions": output.redactions,
             "archives": [{"key": s.key, "origin": s.origin, "url": s.url} for s in sources]}

@@ -68,7 +68,7 @@ READABLE_SCHEMAS = (1, 2)
 # megabytes in committed files, and a key that changes on every run costs a diff line a record.
 RECORD_KEYS = frozenset({"status", "concept", "revision", "updated", "checksums", "attempts",
                          "reason", "images", "files", "output", "sha256", "version",
-                         "record", "part", "added_in"})
+                         "record", "part", "added_in", "redactions"})
 # Where a record sits in the published dataset: kept when the record is processed again, until
 # ``version`` moves it (its old copy then leaves the old part's index).
 PLACEMENT_KEYS = ("part", "added_in")

@@ -67,6 +67,7 @@ from pipeline.errors import ConvertError, PipelineError
 from pipeline.extract import detect_format
 from pipeline.fsutil import atomic_path, dumps_json, file_digest, safe_join
 from pipeline.manifest import Processing
+from pipeline.redact import redaction_summary
 
 # HDF5 1.10+ object formats: compact groups (links in the object header, no symbol-table B-tree
 # and heap per group) and single-chunk / fixed-array chunk indexes instead of a v1 B-tree per
@@ -153,6 +154,7 @@ class RecordOutput:
     source_bytes: int  # bytes of the files that were converted
     hdf5_bytes: int
     hdf5_sha256: str
+    redactions: int = 0  # secrets masked (listed in the metadata, without their values)
 
 
 def hdf5_path(folder: str | os.PathLike[str], record_id: str) -> Path:
@@ -194,7 +196,9 @@ class ChunkEncoder:
 
     def _segment(self, plane: np.ndarray | bytes) -> bytes:
         compressor = zlib.compressobj(self.level, zlib.DEFLATED, -15)
-        return compressor.compress(plane) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        # an ndarray is a buffer (no copy); numpy's stubs do not declare __buffer__ for 3.11
+        return compressor.compress(plane) + compressor.flush(  # type: ignore[arg-type]
+            zlib.Z_SYNC_FLUSH)
 
     def _zero_plane(self, size: int) -> tuple[bytes, bytes]:
         if size not in self._zero_planes:
@@ -212,12 +216,13 @@ class ChunkEncoder:
         body, adler = [_ZLIB_HEADER], 1
         for j in range(dtype.itemsize):
             plane = np.ascontiguousarray(planes[:, j]) if j < width else None
+            data: np.ndarray | bytes
             if plane is None or not plane.any():
                 segment, data = self._zero_plane(values.size)
             else:
                 segment, data = self._segment(plane), plane
             body.append(segment)
-            adler = zlib.adler32(data, adler)
+            adler = zlib.adler32(data, adler)  # type: ignore[arg-type]  # (see _segment)
         body += [_FINAL_BLOCK, adler.to_bytes(4, "big")]
         return b"".join(body)
 
@@ -342,6 +347,7 @@ class RecordWriter:
         self._tree: list[dict[str, Any]] = []
         self._skipped: list[dict[str, Any]] = []
         self._sources: list[dict[str, Any]] = []
+        self._redactions: list[dict[str, Any]] = []
         self._source_bytes = 0
         self._stack = contextlib.ExitStack()
         self._h5: h5py.File
@@ -408,6 +414,7 @@ class RecordWriter:
                                got=str(item.images.shape))
         self._tree.append(self._tree_entry(item.path, item.size, "file", True))
         self._source_bytes += item.size
+        self._redactions += [r.to_dict(item.path) for r in item.redactions]
         stored = self._stored.get(item.sha256)
         if stored is not None:  # the same bytes earlier in this record: stored once
             self._index.append((item.path, *stored, item.size, item.sha256, item.extension, ""))
@@ -488,7 +495,7 @@ class RecordWriter:
             metadata=metadata_path(self.folder, self.record_id), layout=self.layout,
             dtype=self._images.dtype.name, images=images, files=len(self._index),
             skipped=len(self._skipped), source_bytes=self._source_bytes,
-            hdf5_bytes=hdf5_bytes, hdf5_sha256=digest)
+            hdf5_bytes=hdf5_bytes, hdf5_sha256=digest, redactions=len(self._redactions))
         meta = self._metadata(counts)
         meta["hdf5"] = {"file": self.output.hdf5.name, "bytes": hdf5_bytes, "sha256": digest,
                         "layout": self.layout, "dtype": self.output.dtype}
@@ -525,6 +532,8 @@ class RecordWriter:
             "value_dtype": "int64" if self.mode_2018 else self._images.dtype.name,
             "sources": self._sources, "tree": self._tree, "skipped": self._skipped,
             "counts": dict(counts),
+            "redaction": redaction_summary(self.processing, len(self._redactions)),
+            "redactions": self._redactions,
         }
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -197,8 +197,8 @@ def _count(value: Any) -> int:
 
 def _record_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
     """DOI, title, version and concept from a record's metadata JSON (``record`` or top level)."""
-    rec = meta.get("record") if isinstance(meta.get("record"), dict) else meta
-    inner = rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}
+    rec: Mapping[str, Any] = meta["record"] if isinstance(meta.get("record"), dict) else meta
+    inner: Mapping[str, Any] = rec["metadata"] if isinstance(rec.get("metadata"), dict) else {}
     version = rec.get("version") if isinstance(rec.get("version"), str) else inner.get("version")
     return {"doi": rec.get("doi") or inner.get("doi"), "title": rec.get("title") or
             inner.get("title") or "", "record_version": version,
@@ -230,6 +230,7 @@ def _new_entry(workdir: Path, rid: str, rec: Mapping[str, Any], version: str
         "doi": fields["doi"], "record_version": fields["record_version"],
         "title": fields["title"], "part": None, "files": _count(rec.get("files")),
         "images": _count(rec.get("images")), "bytes": h5_path.stat().st_size,
+        "redactions": len(meta.get("redactions") or []),
         "source_checksums": dict(rec.get("checksums") or {}),
         "output_sha256": digest, **record_columns(h5_path),
         "added_in": rec.get("added_in") or version, "dataset_version": version,
@@ -325,7 +326,7 @@ def _listing(entry: Mapping[str, Any] | None) -> dict[str, tuple[int, str, str]]
             for n in entry["files"] if n not in FIXED_FILES}
 
 
-def _part_range(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+def _part_range(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ids = sorted((str(r["id"]) for r in rows), key=id_key)
     return {"records": len(ids), "first": ids[0] if ids else None,
             "last": ids[-1] if ids else None}
@@ -576,6 +577,7 @@ def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume
               "files": sum(int(r.get("files") or 0) if isinstance(r.get("files"), int)
                            else len(r.get("files") or []) for r in live),
               "images": sum(int(r.get("images") or 0) for r in live),
+              "redactions": sum(int(r.get("redactions") or 0) for r in live),
               "parts": len(parts), "added": len(changes.added),
               "updated": len(changes.updated), "removed": len(changes.removed),
               "volume": volume, "new_parts": len(new_parts),

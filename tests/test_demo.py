@@ -28,7 +28,7 @@ def test_demo_runs_the_continuous_loop_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     second = out.split("=== demo: second run (nothing new) ===")[1].split("=== demo: third")[0]
-    assert "0 record(s) planned" in second and "no new version" in second
+    assert "0 records planned" in second and "no new version" in second
     assert "nothing to announce" in second
     versions = re.findall(r"^version (\d+\.\d{8}): (\d+) records, \+(\d+) added; Zenodo DOI "
                           r"(10\.5072/zenodo\.\d+); Kaggle (\S+) v(\d)", out, re.M)

@@ -172,7 +172,7 @@ def test_detect_from_the_command_line_writes_plan_and_status(
     out = subprocess.run([*base, "detect", "--out", str(tmp_path / "p.json")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert f"{len(software_ids(sandbox))} record(s) planned" in out.stdout
+    assert f"detect: {len(software_ids(sandbox))} records planned" in out.stdout
     status = subprocess.run([*base, "status"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=60)
     assert status.returncode == 0 and "cursor:" in status.stdout

@@ -1,7 +1,8 @@
 """Kaggle publishing: the real ``kaggle`` client, over real sockets, against the sandbox.
 
-Why real: the risks are the client's quirks (reference/KAGGLE_PROTOCOL.md): silent file drops
-(§3.4), errors inside HTTP 200 (§2), ``status: "error"`` not raised (§3.1), import-time
+Why real: the risks are the client's quirks (reference/KAGGLE_PROTOCOL.md, written for 2.2.4):
+silent file drops (§3.4, fixed in 2.2.5: it raises), errors inside HTTP 200 (§2),
+``status: "error"`` not raised (§3.1), import-time
 authentication (§0.3) and stale upload-resume state (§0.4). A mocked client would hide all of
 them. The client sets no HTTP timeouts (§0.5), so every test has a timeout of its own.
 
@@ -234,8 +235,10 @@ def test_latest_parts_leaves_unchanged_parts_out(
     assert "part-0002.h5" in files and "part-0001.h5" not in files and "index.csv" in files
 
 
-def test_silently_dropped_file_is_caught_and_the_rerun_completes(
+def test_failed_file_upload_pushes_nothing_and_the_rerun_completes(
         kaggle_sandbox: Sandbox, tmp_path: Path, state: State, v1: BuiltVersion) -> None:
+    """kaggle 2.2.4 created the version without the file (§3.4); 2.2.5 raises before pushing,
+    and the publisher says which file and that nothing was created."""
     kaggle_sandbox.kaggle.fail_blob("part-0001.h5", status=500)
     publisher = make_publisher(kaggle_sandbox, tmp_path)
 
@@ -243,17 +246,15 @@ def test_silently_dropped_file_is_caught_and_the_rerun_completes(
         publisher.publish(v1, {}, Journal(state, "kaggle"))
 
     message = str(caught.value)
-    assert "missing part-0001.h5" in message and "§3.4" in message
-    assert "Kaggle version 1 of" in message and "rerun publish" in message
-    # The client did push: CreateDataset "succeeded" without the file (the trap).
-    assert "part-0001.h5" not in kaggle_sandbox.kaggle.datasets[DATASET].current.files
-    entry = State.load(state.path).journal["kaggle"]
-    assert entry["kaggle_version"] is None and entry["kaggle_before"] == 1
+    assert "uploading part-0001.h5 to Kaggle failed; no Kaggle version was created" in message
+    assert "rerun publish" in message
+    assert DATASET not in kaggle_sandbox.kaggle.datasets
+    assert not rpc_calls(kaggle_sandbox, "CreateDataset")
 
     fresh = State.load(state.path)
     known = publisher.publish(v1, {}, Journal(fresh, "kaggle"))
 
-    assert known["version_number"] == 2
+    assert known["version_number"] == 1
     assert kaggle_sandbox.kaggle.datasets[DATASET].current.checksums == uploaded(v1)
     assert fresh.journal == {}
 
@@ -449,8 +450,9 @@ def test_rerun_after_a_crash_past_create_version_does_not_push_again(
 
 
 def plant_stale_resume_file(default_tmp: Path, data_file: Path, sb: Sandbox) -> Path:
-    """What a crashed run leaves in ``$TMPDIR/.kaggle/uploads`` (§0.4): a resume record for
-    ``data_file`` that points at an upload URL the server no longer knows."""
+    """What a crashed run leaves in ``$TMPDIR/.kaggle-uploads-<uid>`` (§0.4; kaggle 2.2.5's
+    per-user folder): a resume record for ``data_file`` pointing at an upload URL the server no
+    longer knows."""
     stat = data_file.stat()
     record = {
         "path": str(data_file),
@@ -462,8 +464,8 @@ def plant_stale_resume_file(default_tmp: Path, data_file: Path, sb: Sandbox) -> 
                                        "createUrl": f"{sb.url}{BLOB_PATH}blob-stale"},
         "upload_complete": False,
     }
-    folder = default_tmp / ".kaggle" / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = default_tmp / f".kaggle-uploads-{os.geteuid()}"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / (str(data_file).replace(os.sep, "_").replace(":", "_") + ".json")
     path.write_text(json.dumps(record))
     return path
@@ -487,10 +489,10 @@ def test_stale_resume_state_in_the_default_temp_dir_cannot_affect_a_run(
     assert tempfile.tempdir == str(kaggle_env)  # restored
 
 
-def test_stale_resume_state_drops_a_file_with_the_bare_client(
+def test_stale_resume_state_is_restarted_by_the_bare_client(
         kaggle_sandbox: Sandbox, tmp_path: Path, v1: BuiltVersion, kaggle_env: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The trap the isolation above exists for, reproduced with the client alone (§0.4)."""
+    """The trap the isolation above exists for, with the client alone (§0.4)."""
     import kagglesdk.kaggle_env as kenv
 
     monkeypatch.setitem(kenv._env_to_endpoint, kenv.KaggleEnv.LOCAL, kaggle_sandbox.url)
@@ -512,8 +514,11 @@ def test_stale_resume_state_drops_a_file_with_the_bare_client(
 
     result = api.dataset_create_new(str(folder), quiet=True)
 
-    assert result.status == "ok"  # "success" ...
-    assert list(kaggle_sandbox.kaggle.datasets[DATASET].current.files) == ["index.csv"]
+    # 2.2.4 answered "ok" with only index.csv in the version (the trap our per-run temp dir
+    # exists for); 2.2.5 treats the dead URL's 404 as an expired upload and starts it afresh.
+    assert result.status == "ok"
+    assert sorted(kaggle_sandbox.kaggle.datasets[DATASET].current.files) == ["index.csv",
+                                                                           "part-0001.h5"]
     assert [e["status"] for e in kaggle_sandbox.server.requests(
         "PUT", BLOB_PATH + "blob-stale")] == [404]
 

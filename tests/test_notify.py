@@ -18,6 +18,7 @@ from typing import Any
 import feedparser
 import pytest
 import requests
+import standardwebhooks
 
 import pipeline.sandbox as sandbox_pkg
 from pipeline import manifest as manifest_mod
@@ -34,7 +35,13 @@ from pipeline.notify.announcement import rfc3339
 from pipeline.notify.dispatch import MAX_PAYLOAD_KEYS
 from pipeline.notify.feed import entry_id, render_feed
 from pipeline.notify.slack import message
-from pipeline.notify.webhook import EVENT_TYPE, cloud_event, encode, signature
+from pipeline.notify.webhook import (
+    EVENT_TYPE,
+    cloud_event,
+    encode,
+    github_signature,
+    standard_headers,
+)
 from pipeline.sandbox import GITHUB_TOKEN, WEBHOOK_SECRET, Sandbox
 from pipeline.sandbox.hooks import verify_signature
 from pipeline.state import State
@@ -68,7 +75,9 @@ def version_entry(n: int, *, kaggle: bool = True, zenodo: bool = True) -> dict[s
 
 def make_manifest(tmp_path: Path, url: str = "http://127.0.0.1:9", *, webhooks: int = 0,
                   slack: bool = False, dispatch: list[dict[str, Any]] | None = None,
-                  kaggle: bool = True) -> manifest_mod.Manifest:
+                  kaggle: bool = True, webhook_signature: str | None = None
+                  ) -> manifest_mod.Manifest:
+    scheme = {"signature": webhook_signature} if webhook_signature else {}
     data = {
         "dataset": {"title": "Code images", "description": "Zenodo software as code images",
                     "creators": [{"name": "Doe, Jane", "orcid": "0000-0002-1825-0097"}]},
@@ -76,8 +85,8 @@ def make_manifest(tmp_path: Path, url: str = "http://127.0.0.1:9", *, webhooks: 
                          "kaggle": {"dataset": "someone/code-images", "enabled": kaggle}},
         "notifications": {
             "feed": {"path": "site/feed.atom", "url": "https://example.org/feed.atom"},
-            "webhooks": [{"url_env": f"HOOK{i}_URL", "secret_env": f"HOOK{i}_SECRET"}
-                         for i in range(webhooks)],
+            "webhooks": [{"url_env": f"HOOK{i}_URL", "secret_env": f"HOOK{i}_SECRET",
+                          **scheme} for i in range(webhooks)],
             "slack": {"url_env": "SLACK_URL"} if slack else None,
             "github_dispatch": [{"repo": REPO, "api_url": url, **d} for d in dispatch or []],
         },
@@ -279,10 +288,10 @@ def test_webhook_is_a_signed_cloudevent_the_receiver_verifies(tmp_path: Path, bo
     [delivery] = box.hooks.deliveries("webhook", "ci0")
     assert delivery.status == 202 and delivery.verified is True and delivery.problems == []
     assert delivery.headers["Content-Type"].startswith("application/cloudevents+json")
-    # An independent check of the signature, with the sandbox's secret.
-    digest = hmac.new(WEBHOOK_SECRET.encode(), delivery.body, hashlib.sha256).hexdigest()
-    assert delivery.headers["X-Signature-256"] == f"sha256={digest}"
-    event = delivery.json
+    # An independent check: the Standard Webhooks reference library, with the sandbox's secret.
+    event = standardwebhooks.Webhook(WEBHOOK_SECRET).verify(delivery.body, delivery.headers)
+    assert delivery.headers["webhook-id"] == event["id"]  # receivers deduplicate by it
+    assert delivery.json == event
     assert event["specversion"] == "1.0" and event["type"] == EVENT_TYPE
     assert event["datacontenttype"] == "application/json"
     assert event["data"]["version"] == "1.20261121"
@@ -290,6 +299,48 @@ def test_webhook_is_a_signed_cloudevent_the_receiver_verifies(tmp_path: Path, bo
     assert event["data"]["urls"]["kaggle"].endswith("/someone/code-images")
     assert event["data"]["counts"]["records"] == 100
     assert sleeps == []
+
+
+def test_a_replayed_or_stale_delivery_is_refused_and_a_retry_is_a_duplicate(
+        tmp_path: Path, box: Sandbox, sleeps: list) -> None:
+    manifest = make_manifest(tmp_path, box.url, webhooks=1)
+    state = make_state(tmp_path, version_entry(1))
+    assert notify(manifest, state, sleep=sleeps.append,
+                  environ=environ_for(box.url, webhooks=1)).ok
+    [sent] = box.hooks.deliveries("webhook", "ci0")
+    names = ("Content-Type", "webhook-id", "webhook-timestamp", "webhook-signature")
+    captured = {k: sent.headers[k] for k in names}
+
+    # An attacker who captured the request sends it again, byte for byte.
+    again = requests.post(f"{box.url}/hooks/ci0", data=sent.body, headers=captured, timeout=5)
+    assert again.status_code == 401 and "replayed" in again.json()["error"]
+
+    # The same request, after the 5-minute window (the receiver's clock moved on).
+    box.hooks.clock = lambda: int(captured["webhook-timestamp"]) + 301
+    try:
+        late = requests.post(f"{box.url}/hooks/ci0", data=sent.body, timeout=5,
+                             headers=captured)
+    finally:
+        box.hooks.clock = __import__("time").time
+    assert late.status_code == 401 and "replay window" in late.json()["error"]
+
+    # A genuine retry (the next run after a crash): same id and body, freshly signed.
+    fresh = standard_headers(WEBHOOK_SECRET, captured["webhook-id"],
+                             int(captured["webhook-timestamp"]) + 1, sent.body)
+    retry = requests.post(f"{box.url}/hooks/ci0", data=sent.body, timeout=5,
+                          headers={"Content-Type": captured["Content-Type"], **fresh})
+    assert retry.status_code == 202 and retry.json()["duplicate"] is True
+
+
+def test_github_signature_option(tmp_path: Path, box: Sandbox, sleeps: list) -> None:
+    manifest = make_manifest(tmp_path, box.url, webhooks=1, webhook_signature="github")
+    state = make_state(tmp_path, version_entry(1))
+    assert notify(manifest, state, sleep=sleeps.append,
+                  environ=environ_for(box.url, webhooks=1)).ok
+    [delivery] = box.hooks.deliveries("webhook", "ci0")
+    assert delivery.status == 202 and "webhook-signature" not in delivery.headers
+    digest = hmac.new(WEBHOOK_SECRET.encode(), delivery.body, hashlib.sha256).hexdigest()
+    assert delivery.headers["X-Hub-Signature-256"] == f"sha256={digest}"
 
 
 def test_webhook_retries_5xx_within_a_run(tmp_path: Path, box: Sandbox, sleeps: list) -> None:
@@ -500,13 +551,21 @@ def test_slack_and_webhook_receivers(box: Sandbox) -> None:
 
     body = encode({"specversion": "1.0", "id": "1", "source": "/x", "type": "t"})
     headers = {"Content-Type": "application/cloudevents+json"}
-    r = requests.post(f"{box.url}/hooks/a", data=body, timeout=5,
-                      headers=headers | {"X-Signature-256": signature(WEBHOOK_SECRET, body)})
+    signed = standard_headers(WEBHOOK_SECRET, "msg-1", int(__import__("time").time()), body)
+    r = requests.post(f"{box.url}/hooks/a", data=body, timeout=5, headers=headers | signed)
     assert r.status_code == 202
     r = requests.post(f"{box.url}/hooks/a", data=body, headers=headers, timeout=5)
     assert r.status_code == 401
-    assert [d.verified for d in box.hooks.deliveries("webhook", "a")] == [True, False]
-    assert verify_signature(WEBHOOK_SECRET, body, signature(WEBHOOK_SECRET, body))
-    assert not verify_signature(WEBHOOK_SECRET, body + b" ", signature(WEBHOOK_SECRET, body))
+    r = requests.post(f"{box.url}/hooks/a", data=body + b" ", timeout=5,
+                      headers=headers | {**signed, "webhook-id": "msg-2"})
+    assert r.status_code == 401
+    r = requests.post(f"{box.url}/hooks/a", data=body, timeout=5, headers=headers | {
+        "X-Hub-Signature-256": github_signature(WEBHOOK_SECRET, body)})
+    assert r.status_code == 202
+    assert [d.verified for d in box.hooks.deliveries("webhook", "a")] == [True, False, False,
+                                                                          True]
+    assert verify_signature(WEBHOOK_SECRET, body, github_signature(WEBHOOK_SECRET, body))
+    assert not verify_signature(WEBHOOK_SECRET, body + b" ",
+                                github_signature(WEBHOOK_SECRET, body))
     listed = requests.get(f"{box.url}/hooks", params={"kind": "slack"}, timeout=5).json()
     assert [d["status"] for d in listed] == [400, 200]

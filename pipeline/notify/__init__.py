@@ -4,7 +4,7 @@ One module per channel, all fed the same :class:`~pipeline.notify.announcement.A
 
     announcement  what is said about a version (DOI, URLs, counts, ids); the Notifier protocol
     feed          the Atom feed file, rendered from every announceable version
-    webhook       CloudEvents 1.0 JSON, signed ``X-Signature-256: sha256=<HMAC-SHA256>``
+    webhook       CloudEvents 1.0 JSON, signed per Standard Webhooks (or GitHub's header)
     slack         a Slack incoming-webhook message
     dispatch      GitHub ``repository_dispatch`` to start other repositories' workflows
 
@@ -206,7 +206,7 @@ def channels(manifest: Manifest, announcements: Sequence[Announcement], *,
         def make_webhook(hook: Any = hook, i: int = i) -> Notifier:
             key = f"notifications.webhooks[{i}]"
             return WebhookNotifier(
-                url_env=hook.url_env, sleep=sleep,
+                url_env=hook.url_env, sleep=sleep, scheme=hook.signature,
                 url=require_env(environ, hook.url_env, channel="webhook", key=f"{key}.url_env"),
                 secret=require_env(environ, hook.secret_env, channel="webhook",
                                    key=f"{key}.secret_env"))
@@ -297,6 +297,7 @@ def notify(manifest: Manifest, state: State, *, sleep: Sleep = time.sleep,
             state.save()
             result = ChannelResult(version, channel_id, status, attempts, error)
             report.results.append(result)
-            (log.warning if error else log.info)(
-                "notify: %s %s: %s%s", version, channel_id, status, f" ({error})" if error else "")
+            # debug only: the CLI prints each result once, from the report
+            log.debug("notify: %s %s: %s%s", version, channel_id, status,
+                      f" ({error})" if error else "")
     return report

@@ -22,6 +22,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import NotifyError
@@ -137,7 +138,7 @@ class FeedNotifier:
                  rights: str | None = None, feed_url: str | None = None) -> None:
         self.path = Path(path)
         self.announcements = list(announcements)
-        self._options = dict(title=title, dataset=dataset, creators=creators,
+        self._options: dict[str, Any] = dict(title=title, dataset=dataset, creators=creators,
                              subtitle=subtitle, rights=rights, feed_url=feed_url)
 
     def send(self, announcement: Announcement) -> None:

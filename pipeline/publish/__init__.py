@@ -126,6 +126,8 @@ class PublishReport:
         lines = [f"publish: version {self.version}" + (" (dry run)" if self.dry_run else "")]
         for r in self.results:
             where = r.detail.get("doi") or r.detail.get("url") or ""
+            if r.detail.get("version_number"):
+                where += f" (Kaggle version {r.detail['version_number']})"
             lines.append(f"  {r.name}: {r.outcome}" + (f" {where}" if where else "")
                          + (f": {r.error}" if r.error else ""))
             lines += [f"    {line}" for line in r.lines]
@@ -279,7 +281,7 @@ def _publish_one(publisher: Publisher, built: BuiltVersion, state: State,
     try:
         result = publisher.publish(built, known, Journal(state, name))
     except PipelineError as exc:
-        log.error("%s: %s", name, exc)
+        log.debug("%s: %s", name, exc)  # printed once, by the CLI, from the report
         state.save()
         return DestinationResult(name, "failed", error=str(exc))
     except Exception as exc:  # a bug in one destination must not stop the other

@@ -2,7 +2,8 @@
 
 Why the real client: it is what SPEC requires and what users run, so the sandbox tests exercise
 the very code path production takes. Why so much care around it (reference/KAGGLE_PROTOCOL.md,
-written against kaggle 2.2.4 / kagglesdk 0.1.37, 2026-11):
+written against kaggle 2.2.4 / kagglesdk 0.1.37, 2026-11; we run 2.2.5 / 0.1.38, which raises on a
+failed file upload and restarts an expired one, but keeps the other quirks):
 
 * Importing ``kaggle`` authenticates at import time, creates its config folder, and with
   ``KAGGLE_API_TOKEN`` calls the server (§0.3). The import is lazy, inside :meth:`_client`, after
@@ -15,12 +16,15 @@ written against kaggle 2.2.4 / kagglesdk 0.1.37, 2026-11):
   a production run sets ``api.args = []`` whatever the environment says. Before any request the
   RPC URL the client would use is compared with the expected one, both ways, and the patch is
   undone afterwards.
-* Upload-resume state lives in ``$TMPDIR/.kaggle/uploads`` for six days; a stale file makes the
-  client PUT to a dead URL and silently drop that file (§0.4, §3.4). Every run gets its own
+* Upload-resume state lives in ``$TMPDIR/.kaggle-uploads-<uid>`` (2.2.4: ``.kaggle/uploads``) for
+  six days; in 2.2.4 a stale file made the client PUT to a dead URL and silently drop that file
+  (§0.4, §3.4); 2.2.5 restarts such an upload, and the directory is still shared by every run of
+  the user. Every run gets its own
   ``tempfile.tempdir``, emptied first, and restored afterwards.
 * The client does not raise on ``status: "error"`` (§3.1), raises ``HTTPError`` on ``code >= 400``
-  even inside an HTTP 200 (§2), and leaves a file whose PUT failed out of the version without a
-  word (§3.4). So every reply is checked, every foreign error is translated here (one boundary,
+  even inside an HTTP 200 (§2), and (2.2.4) left a file whose PUT failed out of the version
+  without a word (§3.4; 2.2.5 raises ``ValueError("Upload unsuccessful: ...")``). So every reply
+  is checked, every foreign error is translated here (one boundary,
   :meth:`_call`), and the new Kaggle version's file list is compared with what was staged.
 * Real Kaggle refuses a new version while the previous one is still processing (403, SPEC §11),
   a brand-new dataset can 404 for a while (SPEC §11), and the client sets no HTTP timeouts (§0.5):
@@ -156,7 +160,7 @@ def kaggle_metadata(raw: Mapping[str, Any], dataset: str, uploads: Collection[st
     resources = []
     for res in raw.get("resources") or []:
         path = res.get("path") if isinstance(res, dict) else None
-        if path in uploads and path not in seen:
+        if isinstance(path, str) and path in uploads and path not in seen:
             seen.add(path)
             resources.append(res)
     if resources:
@@ -200,7 +204,7 @@ def human_size(n: int) -> str:
 def _body_code(exc: requests.HTTPError) -> int | None:
     """The ``code`` of Kaggle's JSON error body, which may differ from the HTTP status (§2)."""
     try:
-        code = exc.response.json().get("code")  # type: ignore[union-attr]
+        code = exc.response.json().get("code")
     except (AttributeError, ValueError):
         return None
     return code if isinstance(code, int) else None
@@ -336,8 +340,8 @@ class KagglePublisher:
         # between the two would otherwise leave neither, and the rerun would push again.
         journal.state.destinations.setdefault(journal.destination, {}).update(updated)
         journal.finish()
-        log.info("kaggle: %s published as Kaggle version %d of %s", built.version, number,
-                 self.dest.dataset)
+        log.debug("kaggle: %s published as Kaggle version %d of %s", built.version, number,
+                  self.dest.dataset)
         return updated
 
     def run_dir(self, built: BuiltVersion) -> Path:
@@ -618,6 +622,13 @@ class KagglePublisher:
                                 url=url, got=f"{type(exc).__name__}: {message}",
                                 hint=hint or "check destinations.kaggle.api_url and the network; "
                                 "rerun publish, it resumes from the journal")
+        if isinstance(exc, ValueError) and message.startswith("Upload unsuccessful: "):
+            # Since kaggle 2.2.5 a failed file upload raises before the version is created
+            # (2.2.4 dropped the file silently, §3.4), so nothing was pushed.
+            name = message.removeprefix("Upload unsuccessful: ").strip()
+            return PublishError(f"uploading {name} to Kaggle failed; no Kaggle version was "
+                                "created", stage="publish", url=url, got=message,
+                                hint=hint or "rerun publish; it resumes from the journal")
         return PublishError(f"the kaggle client refused {action}", stage="publish", url=url,
                             got=f"{type(exc).__name__}: {message}",
                             hint=hint or f"check {METADATA} and the staged files")

@@ -354,6 +354,19 @@ class Corpus:
             out.append(chain)
         return out
 
+    def planted_secrets(self, when: datetime) -> CorpusRecord:
+        """A new software record whose archive plants a fake secret of every kind
+        (:mod:`pipeline.sandbox.secrets`); ``planted_secrets(record.release)`` lists them."""
+        concept = self._new_concept()
+        record = self._record(concept, _tag(concept.style, 0, self.rng), when, when)
+        release = Release(concept.owner, concept.repo, concept.tags[-1])
+        key = f"{concept.owner}/{concept.repo}-{release.tag}.zip"
+        spec = ArchiveSpec(release, "zip", release.zipball_top, "secrets")
+        size, md5 = spec.digest()
+        record.record["files"] = [file_entry(self.base_url, record.record["id"], key, size, md5,
+                                             self.new_uuid())]
+        return CorpusRecord(record.record, {key: spec}, record.release)
+
     def bulk(self, n: int, day: date) -> Iterator[CorpusRecord]:
         """``n`` software records (small archives) and ``n // 50`` datasets, updated on ``day``.
 

@@ -6,11 +6,19 @@ independently of :mod:`pipeline.notify` (its own HMAC code, its own reading of t
 answers the way the real services do:
 
 ``POST /hooks/<name>``
-    a CloudEvents receiver: records the delivery, checks ``X-Signature-256: sha256=<hex>`` (HMAC-
-    SHA256 of the raw body, secret ``webhook_secret``, default :data:`WEBHOOK_SECRET`) with a
-    constant-time compare, and the CloudEvents 1.0 structured-mode rules (content type
-    ``application/cloudevents+json``; ``specversion`` "1.0"; non-empty ``id``, ``source``,
-    ``type``). Answers 202, 401 for a missing or wrong signature, 400 for a malformed event.
+    a CloudEvents receiver that checks signatures as a careful receiver does: Standard Webhooks
+    (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64>`` over
+    ``id.timestamp.body``; a ``whsec_<base64>`` secret is base64-decoded to the key), or GitHub's
+    ``X-Hub-Signature-256: sha256=<hex>`` over the body when that is the header sent. Secret:
+    option ``webhook_secret``, default :data:`WEBHOOK_SECRET`; constant-time compares. Replay
+    window: a timestamp more than ``webhook_tolerance`` seconds (default 300, as the convention's
+    libraries use) from the receiver's clock is refused, and so is a delivery whose id,
+    timestamp and signature were already accepted (a captured request sent again); a genuine
+    retry of an accepted id, freshly signed, is accepted and marked ``duplicate``. Then the
+    CloudEvents 1.0 structured-mode rules (content type ``application/cloudevents+json``;
+    ``specversion`` "1.0"; non-empty ``id``, ``source``, ``type``). Answers 202, 401 for a
+    missing, wrong, stale or replayed signature (the reason in ``problems``), 400 for a
+    malformed event.
 ``POST /slack/<name>``
     like a Slack incoming webhook: ``200 ok`` as ``text/plain``; ``400 invalid_payload`` for a
     body that is not a JSON object, ``400 no_text`` without ``text`` or ``blocks``,
@@ -27,15 +35,19 @@ answers the way the real services do:
 
 Knob: :meth:`HooksService.fail_next` makes the next N requests to a path answer 500 (recorded
 too), which is how tests exercise retries within a run and "failed, retried next run".
-Sandbox options read: ``webhook_secret``, ``github_token``, ``dispatch_repos``.
+Sandbox options read: ``webhook_secret``, ``webhook_tolerance``, ``github_token``,
+``dispatch_repos``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -58,7 +70,8 @@ class Delivery:
     headers: dict[str, str]       # Authorization masked
     body: bytes
     status: int                   # what the receiver answered
-    verified: bool | None = None  # webhooks: the signature matched
+    verified: bool | None = None  # webhooks: the signature matched and was fresh
+    duplicate: bool = False       # webhooks: an id accepted before, freshly signed (a retry)
     problems: list[str] = field(default_factory=list)
     at: str = ""
 
@@ -76,17 +89,57 @@ class Delivery:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "path": self.path,
                 "headers": self.headers, "body": self.body.decode("utf-8", "replace"),
-                "status": self.status, "verified": self.verified, "problems": self.problems,
+                "status": self.status, "verified": self.verified, "duplicate": self.duplicate,
+                "problems": self.problems,
                 "at": self.at}
 
 
 def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """True when ``header`` is ``sha256=<hex HMAC-SHA256(secret, body)>`` (constant time)."""
+    """True when ``header`` is GitHub's ``sha256=<hex HMAC-SHA256(secret, body)>`` (constant
+    time)."""
     if not header or not header.startswith("sha256="):
         return False
     expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
     given = header[len("sha256="):].strip().lower().encode("utf-8")
     return hmac.compare_digest(expected.encode("ascii"), given)
+
+
+def _standard_key(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[6:], validate=True)
+        except binascii.Error:
+            pass
+    return secret.encode("utf-8")
+
+
+def verify_standard(secret: str, body: bytes, headers: Any, *, now: float,
+                    tolerance: float) -> str | None:
+    """Why a Standard Webhooks delivery is refused (None when its signature is good and fresh).
+
+    Any of the space-separated ``v1,`` signatures may match (the convention allows several
+    during a secret rotation).
+    """
+    msg_id, stamp = headers.get("webhook-id"), headers.get("webhook-timestamp")
+    signatures = headers.get("webhook-signature")
+    if not (msg_id and stamp and signatures):
+        return "webhook-id, webhook-timestamp or webhook-signature missing"
+    if not stamp.isdigit():
+        return f"webhook-timestamp {stamp!r} is not Unix seconds"
+    if abs(now - int(stamp)) > tolerance:
+        return (f"webhook-timestamp {stamp} is {abs(now - int(stamp)):.0f} s from the "
+                f"receiver's clock (replay window {tolerance:.0f} s)")
+    signed = f"{msg_id}.{stamp}.".encode() + body
+    expected = hmac.new(_standard_key(secret), signed, hashlib.sha256).digest()
+    for candidate in signatures.split():
+        version, _, value = candidate.partition(",")
+        try:
+            given = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            continue
+        if version == "v1" and hmac.compare_digest(expected, given):
+            return None
+    return "no webhook-signature matches"
 
 
 def cloudevent_problems(content_type: str, body: bytes) -> list[str]:
@@ -155,6 +208,10 @@ class HooksService:
     def __init__(self, sandbox: Any) -> None:
         options = getattr(sandbox, "options", {}) or {}
         self.secret: str = options.get("webhook_secret", WEBHOOK_SECRET)
+        self.tolerance: float = float(options.get("webhook_tolerance", 300))
+        self.clock = time.time
+        self._accepted: set[tuple[str, ...]] = set()  # (hook, id, timestamp, signature)
+        self._accepted_ids: set[tuple[str, ...]] = set()  # (hook, id)
         self.github_token: str = options.get("github_token", GITHUB_TOKEN)
         repos = options.get("dispatch_repos")
         self.known_repos: set[str] | None = set(repos) if repos else None
@@ -186,6 +243,8 @@ class HooksService:
         with self._lock:
             self._deliveries.clear()
             self._fail.clear()
+            self._accepted.clear()
+            self._accepted_ids.clear()
 
     # -- handlers -----------------------------------------------------------------------------
     def _record(self, kind: Kind, name: str, request: Request, response: Response,
@@ -216,17 +275,37 @@ class HooksService:
         failure = self._injected_failure(request)
         if failure:
             return self._record("webhook", name, request, failure)
-        verified = verify_signature(self.secret, request.body,
-                                    request.headers.get("X-Signature-256"))
-        problems = cloudevent_problems(request.headers.get("Content-Type", ""), request.body)
-        if not verified:
-            response = json_response(401, {"error": "signature missing or invalid"})
+        headers = request.headers
+        if headers.get("webhook-signature") is None and headers.get("X-Hub-Signature-256"):
+            refused = (None if verify_signature(self.secret, request.body,
+                                                headers.get("X-Hub-Signature-256"))
+                       else "X-Hub-Signature-256 does not match")
+            replay: tuple[str, ...] | None = None
+        else:
+            refused = verify_standard(self.secret, request.body, headers, now=self.clock(),
+                                      tolerance=self.tolerance)
+            replay = (name, str(headers.get("webhook-id")),
+                      str(headers.get("webhook-timestamp")), str(headers.get("webhook-signature")))
+        duplicate = False
+        with self._lock:
+            if refused is None and replay is not None:
+                if replay in self._accepted:
+                    refused = "replayed: this id, timestamp and signature were already accepted"
+                duplicate = replay[:2] in self._accepted_ids
+        problems = cloudevent_problems(headers.get("Content-Type", ""), request.body)
+        if refused:
+            response = json_response(401, {"error": refused})
+            problems = [refused, *problems]
         elif problems:
             response = json_response(400, {"error": "invalid CloudEvent", "problems": problems})
         else:
-            response = json_response(202, {"accepted": True})
-        return self._record("webhook", name, request, response, verified=verified,
-                            problems=problems)
+            response = json_response(202, {"accepted": True, "duplicate": duplicate})
+            if replay is not None:
+                with self._lock:
+                    self._accepted.add(replay)
+                    self._accepted_ids.add(replay[:2])
+        return self._record("webhook", name, request, response, verified=refused is None,
+                            problems=problems, duplicate=duplicate)
 
     def _slack(self, request: Request) -> Response:
         name = request.params["name"]

@@ -300,7 +300,8 @@ def _floor(dt: datetime, unit: str) -> datetime:
         return _floor(dt, "d") - timedelta(days=dt.weekday())
     keep = {"d": 3, "h": 4, "H": 4, "m": 5, "s": 6}[unit]
     parts = [dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second]
-    return datetime(*parts[:keep], *([0] * (6 - keep)), tzinfo=UTC)
+    y, mo, d, h, mi, s = [*parts[:keep], *([0] * (6 - keep))]
+    return datetime(y, mo, d, h, mi, s, tzinfo=UTC)
 
 
 def parse_date(text: str, *, now: datetime, round_up: bool) -> int:

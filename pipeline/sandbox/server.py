@@ -149,7 +149,7 @@ class Router:
 
 
 def _read_chunked(rfile) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         size_line = rfile.readline().strip()
         size = int(size_line.split(b";")[0] or b"0", 16)
@@ -232,7 +232,7 @@ class SandboxServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def handle(self, request: Request) -> Response:
         for rule in self.faults:
@@ -243,8 +243,8 @@ class SandboxServer:
             if early is not None:
                 return early
         response = self.router.dispatch(request)
-        for hook in self.after:
-            hook(request, response)
+        for after in self.after:
+            after(request, response)
         return response
 
     def record(self, request: Request, response: Response) -> None:

@@ -38,6 +38,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.sandbox.secrets import Planted, planted_tree
+
 ArchiveFormat = Literal["zip", "tar.gz"]
 Flavour = Literal["full", "small"]
 
@@ -86,7 +88,7 @@ class ArchiveSpec:
     release: Release
     fmt: ArchiveFormat
     top: str
-    variant: Literal["main", "examples"] = "main"
+    variant: Literal["main", "examples", "secrets"] = "main"
 
     def build(self) -> bytes:
         return archive_bytes(self)
@@ -327,6 +329,8 @@ def source_files(release: Release, variant: str = "main") -> dict[str, bytes]:
     rng = _rng(release, variant)
     if variant == "examples":
         tree = _examples_tree(release, rng)
+    elif variant == "secrets":
+        tree = planted_tree(rng, package=re.sub(r"\W", "_", release.repo.lower()))[0]
     elif release.flavour == "small":
         tree = _small_tree(release, rng)
     else:
@@ -335,6 +339,12 @@ def source_files(release: Release, variant: str = "main") -> dict[str, bytes]:
     if release.edition:
         tree["CHANGES.md"] = f"Edition {release.edition}: files replaced.\n".encode()
     return dict(sorted(tree.items()))
+
+
+def planted_secrets(release: Release) -> list[Planted]:
+    """What the ``secrets`` variant of ``release`` planted (the same seed as its tree)."""
+    return planted_tree(_rng(release, "secrets"),
+                        package=re.sub(r"\W", "_", release.repo.lower()))[1]
 
 
 def _folders(paths: list[str]) -> list[str]:

@@ -320,6 +320,18 @@ class ZenodoService:
             self._put_many(made)
         return [json.loads(self._json[c.record["id"]]) for c in made]
 
+    def add_planted_secrets(self) -> tuple[dict, list]:
+        """A record published now whose archive plants fake secrets of every kind; its JSON and
+        the :class:`~pipeline.sandbox.secrets.Planted` list (what must never be republished)."""
+        from pipeline.sandbox.sourcetree import planted_secrets
+
+        with self._lock:
+            made = self.corpus.planted_secrets(self.now())
+            self._put_many([made])
+        spec = next(iter(made.blobs.values()))
+        assert isinstance(spec, ArchiveSpec)
+        return json.loads(self._json[made.record["id"]]), planted_secrets(spec.release)
+
     def add_bulk(self, n: int, day: date | str) -> list[int]:
         """``n`` software records (+ ``n // 50`` datasets) all updated within ``day``; their ids."""
         when = date.fromisoformat(day) if isinstance(day, str) else day
