@@ -65,7 +65,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import h5py
 import numpy as np
@@ -105,7 +105,7 @@ METADATA = "metadata.json"
 CATALOG = "catalog.json"
 DEFAULT_SPLITS: tuple[tuple[str, float], ...] = (("train", 0.8), ("validation", 0.1),
                                                  ("test", 0.1))
-Source = str | os.PathLike[str] | h5py.Group | Sequence[str | os.PathLike[str]]
+Source: TypeAlias = "str | os.PathLike[str] | h5py.Group | Sequence[str | os.PathLike[str]]"
 Images = np.ndarray | list[np.ndarray]
 _READ_IMAGES = 4096          # images per HDF5 read when consecutive files are selected
 _CACHE_BYTES = 64 * 1024**2  # HDF5 chunk cache per open file
@@ -160,9 +160,13 @@ def record_labels(record: Mapping[str, Any],
     """Provenance of one record from its Zenodo JSON (any of the shapes Zenodo has served):
     record and concept ids, SPDX licence, creators, publication date, version, DOI, source
     repository URL, and the split of its concept."""
-    meta = record.get("metadata") if isinstance(record.get("metadata"), Mapping) else {}
+    meta: Mapping[str, Any] = record.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        meta = {}
     rid = str(record.get("id") or record.get("recid") or "")
-    parent = record.get("parent") if isinstance(record.get("parent"), Mapping) else {}
+    parent: Mapping[str, Any] = record.get("parent") or {}
+    if not isinstance(parent, Mapping):
+        parent = {}
     concept = str(record.get("conceptrecid") or parent.get("id") or rid)
     licence = meta.get("license")
     if isinstance(licence, Mapping):
@@ -265,7 +269,7 @@ def dataset_parts(folder: str | os.PathLike[str]) -> list[tuple[Path, frozenset[
 
 def _h5_files(source: Source) -> list[Path]:
     """Every HDF5 file of a source (for finding the records that hold pages)."""
-    sources = [source] if isinstance(source, str | os.PathLike) else list(source)  # type: ignore[arg-type]
+    sources = [source] if isinstance(source, str | os.PathLike) else list(source)
     files: list[Path] = []
     for item in sources:
         path = Path(item)
@@ -552,7 +556,7 @@ def _combine(parts: list[Images]) -> Images:
         return [image for p in parts for image in p]
     if not parts:
         return np.empty((0, 0, 0), np.uint8)
-    return np.concatenate(parts)  # type: ignore[arg-type]
+    return np.concatenate(parts)
 
 
 def load_all(source: Source, *, min_nonblank_rows: int = 0) -> Images:

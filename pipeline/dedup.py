@@ -136,11 +136,11 @@ def pack_record(source: h5py.Group, destination: h5py.Group, known: KnownContent
     if not refs:
         copy_record(source, destination)
         images = len(source["images"]) if "images" in source else 0
-        own = listing(destination)
+        rows_own = listing(destination)
         if pages_layout:
-            known.add_listing(transform, concept, own, {record_id: part})
+            known.add_listing(transform, concept, rows_own, {record_id: part})
         return Packed(record_id, images, 0, 0, (), 0, {},
-                      encode_listing(transform, own, record_id, {}) if pages_layout else "")
+                      encode_listing(transform, rows_own, record_id, {}) if pages_layout else "")
 
     # own pages: each distinct range of the rows not referred elsewhere, in order
     ranges: dict[tuple[int, int], int] = {}

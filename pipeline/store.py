@@ -102,7 +102,7 @@ def files_table(rows: Sequence[tuple[str, int, int, int, str, str, str]]) -> np.
     compresses; with gzip a table of similar paths shrinks to a few bytes per row.
     """
     def width(i: int) -> int:
-        return max([len(r[i].encode("utf-8")) for r in rows] + [1])
+        return max([len(str(r[i]).encode("utf-8")) for r in rows] + [1])
     dtype = np.dtype([
         ("path", h5py.string_dtype("utf-8", width(0))), ("first_image", "<i8"),
         ("image_count", "<i8"), ("size", "<i8"), ("sha256", h5py.string_dtype("ascii", 64)),
