@@ -638,7 +638,7 @@ def _requests(setup: Setup, since: int, pattern: str) -> int:
 @pytest.fixture
 def volumes(tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Setup:
     monkeypatch.setenv(TOKEN_ENV, ZENODO_TOKEN)
-    return Setup(tmp_path, sandbox, volume_max_bytes=200_000)
+    return Setup(tmp_path, sandbox, volume_max_bytes=280_000)
 
 
 @pytest.mark.timeout(120)
