@@ -429,7 +429,7 @@ def test_a_publish_killed_between_new_volume_published_and_old_volume_edited(
     volume 1's record to point forward; the rerun finishes the link, edits the record at most
     once more, and leaves no edit open."""
     world = World(tmp_path, sandbox, monkeypatch,
-                  overrides={"destinations.zenodo.volume_max_bytes": 500_000})
+                  overrides={"destinations.zenodo.volume_max_bytes": 380_000})
     try:
         built = world.version_2()
         assert built.volume == 2
