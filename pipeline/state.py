@@ -11,9 +11,9 @@ every change is reviewable in git, and a state of a million records must stay be
   records, one compact JSON line each (``{"id": ..., ...}``, sorted by id), split by record-id
   range (:data:`IDS_PER_FILE` ids a file). New Zenodo records have ascending ids, so a day's new
   records land in one or two files, and a record's change is a one-line diff;
-* ``state/state.concepts/<NNNNNN>.jsonl``: the concept index ``{"id": concept, "done": [ids]}``
-  kept by ``version`` (split by concept id the same way), so that ``version`` costs what the
-  records touched since the last version cost (issue 8).
+* ``state/state.records/concepts/<NNNNNN>.jsonl``: the concept index
+  ``{"id": concept, "done": [ids]}`` kept by ``version`` (split by concept id the same way), so
+  that ``version`` costs what the records touched since the last version cost (issue 8).
 
 Every file is written atomically (:mod:`pipeline.fsutil`), the records files first and
 ``state.json`` last; only the records files whose text changed are rewritten. Records files are
@@ -117,8 +117,9 @@ def records_folder(state_path: Path) -> Path:
 
 
 def concepts_folder(state_path: Path) -> Path:
-    """Where the concept index of the state file lives: ``<stem>.concepts`` beside it."""
-    return state_path.with_name(f"{state_path.stem}.concepts")
+    """Where the concept index of the state file lives: ``concepts/`` in its records folder,
+    so that it travels (artifact, cache, commit) wherever the records go."""
+    return records_folder(state_path) / "concepts"
 
 
 def concept_key(rid: str, entry: dict[str, Any]) -> str:

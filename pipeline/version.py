@@ -200,13 +200,15 @@ def decide(state: State, source: Any) -> Decision:
 
     Every record is read instead when the state does not know what changed since the last
     version (a state from before the index, or more than TOUCHED_MAX records touched), when
-    there is no previous version, or when the policy or the exclusions changed.
+    there is no previous version, when the policy or the exclusions changed, or when the
+    concept index is missing (a records folder copied without its ``concepts/``).
     """
     prev = state.latest_version
     base = (prev or {}).get("counts") or {}
     touched = state.records.touched
+    lost_index = bool(base.get("concepts")) and not any(state.concepts.folder.glob("*.jsonl"))
     if (touched is None or prev is None or prev.get("selection") != selection_key(source)
-            or any(k not in base for k in CARRIED_COUNTS)):
+            or any(k not in base for k in CARRIED_COUNTS) or lost_index):
         return _decide_all(state, source)
     return _decide_touched(state, source, touched, {k: int(base[k]) for k in CARRIED_COUNTS})
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline import state as state_mod
-from pipeline.state import IDS_PER_FILE, State, records_folder
+from pipeline.state import IDS_PER_FILE, State, concepts_folder, records_folder
 from pipeline.version import _decide_all, build_version, decide
 from tests.test_version import DAY1, DAY2, DAY3, add_record, make_manifest
 
@@ -139,6 +140,12 @@ def test_a_state_without_the_index_or_with_too_many_touched_scans_once(
     v2 = build_version(manifest, old, tmp_path, now=DAY2)
     assert v2 is not None and v2.counts["records"] == 2
     assert State.load(state.path).records.touched == {}   # known again from now on
+
+    shutil.rmtree(concepts_folder(state.path))           # records copied without the index
+    again = State.load(state.path)
+    add_record(tmp_path, again, "110")
+    assert decide(again, manifest.source).full and "110" in decide(
+        again, manifest.source).changes.added
 
     monkeypatch.setattr(state_mod, "TOUCHED_MAX", 2)
     for rid in ("103", "104", "105"):
