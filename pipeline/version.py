@@ -281,6 +281,19 @@ def _decide_touched(state: State, source: Any, touched: Mapping[str, Mapping[str
     return Decision(changes, placed, counts, new, full=False)
 
 
+def _settle_unchanged(state: State, source: Any, decision: Decision) -> None:
+    """Nothing to version: forget what was touched (records marked skipped by ``detect``, or
+    processed again unchanged), so it is not examined again, when that loses nothing: the
+    counts are those of the last version and it was built with the same selection."""
+    prev = state.latest_version
+    if prev is None or prev.get("selection") != selection_key(source) or \
+            any(decision.counts[k] != (prev.get("counts") or {}).get(k) for k in CARRIED_COUNTS):
+        return
+    _apply_concepts(state, decision)
+    state.records.touched = {}
+    state.save()
+
+
 def _apply_concepts(state: State, decision: Decision) -> None:
     """Write the concept index as of the version just built (see :class:`Decision`)."""
     index = state.concepts
@@ -513,6 +526,7 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     decision = decide(state, src)
     changes, placed = decision.changes, decision.placed
     if changes.empty:
+        _settle_unchanged(state, src, decision)
         return None
     version = next_version(state.versions, now.date())
     incoming = {rid: _new_entry(workdir, rid, state.records[rid], version)

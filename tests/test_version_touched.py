@@ -123,6 +123,12 @@ def test_an_exclusion_added_to_the_manifest_scans_every_record_once(tmp_path: Pa
     assert "excluded by the manifest" in v2.notes and v2.counts["records"] == 2
     add_record(tmp_path, state, "103")
     assert not decide(state, excluding.source).full      # same exclusions: touched only
+    assert build_version(excluding, state, tmp_path, now=DAY3) is not None
+    state.records["900"] = {"status": "skipped", "reason": "not software", "attempts": 0}
+    add_record(tmp_path, state, "103")                   # processed again, unchanged
+    assert set(state.records.touched or {}) == {"900", "103"}
+    assert build_version(excluding, state, tmp_path, now=DAY3) is None
+    assert State.load(state.path).records.touched == {}  # nothing left to examine next time
 
 
 def test_a_state_without_the_index_or_with_too_many_touched_scans_once(
