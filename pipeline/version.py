@@ -588,7 +588,8 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     # Each content once: what the new versions of concepts may refer to are the newest earlier
     # version of each concept in the current volume (from its part index, fetched by need).
     volume_parts = [n for n in _listing(prev) if is_part(n)]
-    write_parts(known_for({rid: e["concept"] for rid, e in incoming.items()}, state.records,
+    concepts = {rid: e["concept"] for rid, e in incoming.items()}
+    write_parts(known_for(concepts, _concept_members(state, set(concepts.values())),
                           volume_parts, read_index))
     new_bytes = sum(p.stat().st_size for p in written.values())
 
@@ -704,6 +705,20 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     state.records.touched = {}
     state.save()
     return built_version(entry, workdir)
+
+
+def _concept_members(state: State, concepts: set[str]) -> Mapping[str, Mapping[str, Any]]:
+    """The records of ``concepts`` as of the last version, from the concept index: only their
+    records files are read. Without an index (a state from before it) every record is."""
+    if not any(state.concepts.folder.glob("*.jsonl")):
+        return state.records
+    members: dict[str, Mapping[str, Any]] = {}
+    for concept in sorted(concepts):
+        for rid in (state.concepts.get(concept) or {}).get("done") or []:
+            rec = state.records.get(str(rid))
+            if rec is not None:
+                members[str(rid)] = rec
+    return members
 
 
 def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume: int,
