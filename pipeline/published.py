@@ -14,7 +14,6 @@ holds every carried file). A published record needs no token (one is sent when s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -22,16 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from pipeline.errors import ChecksumError, PipelineError, ServiceError
+from pipeline.errors import ChecksumError, PipelineError
+from pipeline.fetch import Source as Download
+from pipeline.fetch import fetch
 from pipeline.fsutil import file_digest
-from pipeline.http import HttpClient, Sleep
-from pipeline.manifest import ZenodoDestination
-from pipeline.records import parse_record
+from pipeline.http import Sleep
+from pipeline.manifest import ZenodoDestination, ZenodoSource
 from pipeline.state import State
+from pipeline.zenodo import ZenodoClient
 
-BLOCK = 1 << 20
 log = logging.getLogger(__name__)
 # (name, md5) -> a local path holding that file's bytes; raises PipelineError if it cannot
 Source = Callable[[str, str], Path]
@@ -85,12 +83,12 @@ class PublishedFiles:
         self.sleep = sleep
         self.bytes_downloaded = 0
         self.files_downloaded = 0
-        self._http: HttpClient | None = None
+        self._zenodo: ZenodoClient | None = None
         self._records: dict[str, Any] = {}
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
+        if self._zenodo is not None:
+            self._zenodo.close()
 
     def fetch(self, name: str, md5: str) -> Path:
         """A verified local copy of the published file ``name`` with ``md5``."""
@@ -115,9 +113,10 @@ class PublishedFiles:
                 f"{name} must be downloaded from Zenodo record {record_id}, and the manifest has "
                 "no destinations.zenodo", stage=self.stage,
                 hint="set destinations.zenodo.url to the server the dataset is published on")
-        if self._http is None:
-            self._http = HttpClient(service="Zenodo", base_url=self.dest.url,
-                                    token=self.dest.token, sleep=self.sleep)
+        if self._zenodo is None:
+            self._zenodo = ZenodoClient(ZenodoSource(
+                url=self.dest.url, token_env=self.dest.token_env, search_requests_per_minute=30,
+                timeout_seconds=120, max_retries=5), sleep=self.sleep)
         record = self._record(record_id)
         listed = {f.key: f for f in record.files}
         f = listed.get(name)
@@ -138,46 +137,23 @@ class PublishedFiles:
         return path
 
     def _record(self, record_id: str) -> Any:
+        """The published record, read through the one Zenodo client (checked shape and id)."""
         if record_id not in self._records:
-            assert self._http is not None
-            response = self._http.request("GET", f"/api/records/{record_id}", stage=self.stage,
-                                          headers={"Accept": "application/json"})
-            try:
-                self._records[record_id] = parse_record(response.json())
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ServiceError(f"Zenodo record {record_id} is not readable JSON",
-                                   stage=self.stage, url=response.url, got=response.text[:200],
-                                   hint="check destinations.zenodo.url") from exc
+            assert self._zenodo is not None
+            self._records[record_id] = self._zenodo.record(
+                record_id, stage=self.stage, hint="check destinations.zenodo.url")[0]
         return self._records[record_id]
 
     def _download(self, url: str, path: Path, name: str, md5: str, size: int,
                   record_id: str) -> None:
-        """Stream into ``<name>.part``, hashing as it goes; rename only when it matches."""
-        assert self._http is not None
-        tmp = path.with_name(path.name + ".part")
-        digest = hashlib.md5(usedforsecurity=False)
-        got = 0
-        try:
-            response = self._http.request("GET", url, stage=self.stage, stream=True)
-            with response, open(tmp, "wb") as out:
-                for block in response.iter_content(BLOCK):
-                    digest.update(block)
-                    got += len(block)
-                    out.write(block)
-        except requests.RequestException as exc:
-            tmp.unlink(missing_ok=True)
-            raise ServiceError(f"the download of {name} from record {record_id} broke off "
-                               f"({exc})", stage=self.stage, url=url,
-                               hint="nothing was kept; run the command again") from exc
-        self.bytes_downloaded += got
+        """The one verified download (:func:`pipeline.fetch.fetch`: streamed within a deadline
+        from its size, md5 and size checked, a broken transfer resumed), then moved to ``path``."""
+        assert self._zenodo is not None
+        source = Download(key=name, url=url, md5=md5, size=size, origin="zenodo")
+        got = fetch(self._zenodo.http, source, self.folder / ".cache", record=record_id,
+                    max_bytes=max(size, 1), retries=3)
+        os.replace(got.path, path)
+        self.bytes_downloaded += got.size
         self.files_downloaded += 1
-        if (got, f"md5:{digest.hexdigest()}") != (size, md5):
-            tmp.unlink(missing_ok=True)
-            raise ChecksumError(f"{name} downloaded from Zenodo record {record_id} is not what "
-                                "the state lists", stage=self.stage, url=url,
-                                expected=f"{size} bytes {md5}",
-                                got=f"{got} bytes md5:{digest.hexdigest()}",
-                                hint="the bad bytes were deleted; run the command again")
-        os.replace(tmp, path)
         log.info("%s: fetched %s (%d bytes) from Zenodo record %s, verified", self.stage, name,
-                 got, record_id)
+                 got.size, record_id)

@@ -18,7 +18,6 @@ import h5py
 import numpy as np
 import pytest
 import requests
-from pipeline.restore import restore_version
 
 from pipeline.demo import sandbox_environ, sandbox_manifest
 from pipeline.loader import iter_images
@@ -71,7 +70,16 @@ def test_planted_secrets_never_reach_either_destination(sandbox: Sandbox, tmp_pa
     state = State.load(config.state_path)
     entry = state.latest_version
     assert entry is not None
-    from_zenodo = restore_version(entry, tmp_path / "zenodo", config.destinations.zenodo)
+    # The published Zenodo record, downloaded file by file as a reader would (one volume: the
+    # whole dataset, carried parts included).
+    published = requests.get(f"{sandbox.url}/api/records/"
+                             f"{entry['published']['zenodo']['record_id']}", timeout=30).json()
+    from_zenodo = tmp_path / "zenodo"
+    from_zenodo.mkdir()
+    for f in published["files"]:
+        got = requests.get(f["links"]["self"], timeout=60)
+        assert got.status_code == 200
+        (from_zenodo / f["key"]).write_bytes(got.content)
     zipped = requests.post(f"{sandbox.url}{RPC}DownloadDataset", timeout=30,
                            auth=(KAGGLE_USERNAME, KAGGLE_KEY),
                            json={"ownerSlug": KAGGLE_USERNAME,
@@ -105,11 +113,11 @@ def test_planted_secrets_never_reach_either_destination(sandbox: Sandbox, tmp_pa
         assert _leaks(planted, json.dumps(meta)) == []
 
         # index, card, and every other published text: counts, never a value
-        rows = {row["id"]: row for row in csv.DictReader(io.StringIO(
-            (folder / "index.csv").read_text(encoding="utf-8")))}
+        rows = {row["id"]: row for index in sorted(folder.glob("part-*.csv"))
+                for row in csv.DictReader(io.StringIO(index.read_text(encoding="utf-8")))}
         assert rows[rid]["redactions"] == str(len(planted))
         card = (folder / "README.md").read_text(encoding="utf-8")
-        assert f"**{len(planted)}** values were masked" in card
+        assert f"**{len(planted)}** values are masked" in card
         for name in os.listdir(folder):
             if not name.endswith(".h5"):
                 assert _leaks(planted, (folder / name).read_text(encoding="utf-8")) == [], name
