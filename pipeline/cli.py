@@ -126,7 +126,7 @@ def cmd_detect(args: argparse.Namespace) -> Result:
 def cmd_process(args: argparse.Namespace) -> Result:
     from pipeline.orchestrate import process_stage
 
-    log.debug("process: shard %s with %d worker process(es)", args.shard or "1/1", args.jobs)
+    log.info("process: shard %s with %d worker process(es)", args.shard or "1/1", args.jobs)
     result = _stage(args, process_stage(_context(args), plan=Path(args.plan) if args.plan
                                         else None, shard=args.shard, jobs=args.jobs))
     # Failed records are in their outcomes and retried by later runs; a job array whose next

@@ -23,9 +23,10 @@ decoding, ``\\r`` deleted, each tab exactly four spaces (the 2018 code had no ta
 so ``tab_width`` is ignored; width and height were parameters and are honoured), ``split('\\n')``,
 full images while ``start + height < len(lines)``, the remainder ``lines[start:len(lines) - 1]``
 unpadded (1 to height-1 rows), a single remaining element iterated character by character (rule
-9), a single empty element giving a ``(0, 0)`` image (rule 10), int64 values. The direct
-per-character port, :func:`reference_images_2018`, is kept as the executable specification that
-the tests and the benchmark compare the vectorised mode with.
+9), a single empty element giving a float64 ``(0, 0)`` image (rule 10: pandas' empty frame),
+int64 values otherwise. The direct per-character port, :func:`reference_images_2018`, is kept
+as the executable specification that the tests and the benchmark compare the vectorised mode
+with.
 
 Paths are filtered on the member's path inside its archive; the archive key the record's files are
 prefixed with (so several archives of one record never collide, unlike 2018 where the last one
@@ -37,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import posixpath
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -45,12 +45,12 @@ from typing import Literal
 
 import numpy as np
 
+from pipeline.code_images import SPACE, split_rows_2018
 from pipeline.errors import ConvertError
 from pipeline.extract import ArchiveLimits, Kind, Member, iter_members
 from pipeline.manifest import Processing
 from pipeline.redact import Redaction, redact
 
-SPACE = 32
 BINARY_SNIFF_BYTES = 8192
 TAB_SPACES_2018 = 4
 MODE_2018 = "zenodo-ml-2018"
@@ -291,14 +291,6 @@ def text_to_rows_2018(data: bytes, *, width: int = 80,
     return _fit(out), image_rows
 
 
-def split_rows_2018(rows: np.ndarray, image_rows: np.ndarray) -> list[np.ndarray]:
-    """Stacked 2018 rows back to the 2018 list of int64 arrays (``(0, 0)`` for 0 rows)."""
-    wide = rows.astype(np.int64)
-    bounds = np.concatenate(([0], np.cumsum(image_rows))).tolist()
-    return [wide[a:b] if b > a else np.zeros((0, 0), np.int64)
-            for a, b in itertools.pairwise(bounds)]
-
-
 def text_to_images_2018(data: bytes, *, width: int = 80, height: int = 80) -> list[np.ndarray]:
     """The 2018 images of one file, exactly as 2018 made them (a list of int64 arrays)."""
     return split_rows_2018(*text_to_rows_2018(data, width=width, height=height))
@@ -309,7 +301,8 @@ def reference_images_2018(data: bytes, *, width: int = 80, height: int = 80) -> 
 
     Same control flow as 2018 (ZENODO_ML_2018.md rules 1-10), character by character; only the
     final ``pandas.DataFrame(rows).loc[:, 0:width - 1].values`` is written with numpy (pandas is
-    not a dependency): rows are cut at ``width``; no rows gives a ``(0, 0)`` array.
+    not a dependency): rows are cut at ``width``; no rows gives the ``(0, 0)`` array pandas
+    gives for ``DataFrame([]).values``, whose dtype is float64 (not int64).
     """
     text = data.decode("utf-8", "ignore")
     lines = text.replace("\r", "").replace("\t", " " * TAB_SPACES_2018).split("\n")
@@ -332,7 +325,7 @@ def reference_images_2018(data: bytes, *, width: int = 80, height: int = 80) -> 
         subset = lines[start] if start == finish else lines[start:finish]
         images.append(ordinals(subset))
     return [np.array([row[:width] for row in rows], dtype=np.int64) if rows
-            else np.zeros((0, 0), np.int64) for rows in images]
+            else np.zeros((0, 0), np.float64) for rows in images]
 
 
 # --- file selection and conversion ------------------------------------------------------------

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.research import EXTRA_FILES
+
 CATALOG = "catalog.json"
 # Files every version of a volume holds besides its parts and part indexes.
 FIXED_FILES = ("catalog.json", "datapackage.json", "dataset-metadata.json", "README.md",
-               "CHANGELOG.md", "SHA256SUMS")
+               "CHANGELOG.md", "SHA256SUMS", *EXTRA_FILES)
 ZENODO_MAX_FILES = 100           # files per Zenodo record (ZENODO_API.md §5.5)
 PART_FORMAT = "code-images-part/1"
 CATALOG_FORMAT = "code-images-catalog/1"
@@ -71,20 +73,40 @@ def max_parts_per_volume(max_parts: int, max_files: int = ZENODO_MAX_FILES) -> i
     return max(1, min(max_parts, (max_files - len(FIXED_FILES)) // 2))
 
 
-def newest_within(parts: Sequence[tuple[str, int]], budget: int) -> list[str]:
-    """The newest parts (highest numbers first) whose sizes add up to at most ``budget``.
+def with_needs(parts: Iterable[str], needs: Mapping[str, Iterable[str]]) -> set[str]:
+    """``parts`` and every part they need, transitively (see :func:`newest_within`)."""
+    closure, todo = set(parts), list(parts)
+    while todo:
+        for dep in needs.get(todo.pop(), ()):
+            if dep not in closure:
+                closure.add(dep)
+                todo.append(dep)
+    return closure
+
+
+def newest_within(parts: Sequence[tuple[str, int]], budget: int,
+                  needs: Mapping[str, Iterable[str]] | None = None) -> list[str]:
+    """The newest parts (highest numbers first) whose sizes add up to at most ``budget``, each
+    with every part it ``needs`` (part -> the parts holding pages its records refer to:
+    contents are stored once, :mod:`pipeline.dedup`), so every reference resolves in the
+    subset. Stops at the first part that does not fit.
 
     Why newest: a Kaggle user wants recent software, and the choice must not depend on which
     files happen to be on disk, so the builder (for the card) and the Kaggle publisher agree.
     ``parts`` are ``(name, bytes)`` where bytes include the part's index file.
     """
+    size = dict(parts)
     chosen: list[str] = []
     used = 0
-    for name, size in sorted(parts, key=lambda p: -part_number(p[0])):
-        if used + size > budget:
+    for name in sorted(size, key=lambda n: -part_number(n)):
+        if name in chosen:
+            continue
+        extra = [p for p in with_needs([name], needs or {}) if p not in chosen]
+        cost = sum(size.get(p, 0) for p in extra)
+        if used + cost > budget:
             break
-        chosen.append(name)
-        used += size
+        chosen += extra
+        used += cost
     return sorted(chosen)
 
 

@@ -28,11 +28,29 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.dataset import CATALOG_FORMAT, Changes
+from pipeline.research import PROVENANCE_COLUMNS
 
-INDEX_COLUMNS = ("id", "concept", "doi", "record_version", "title", "part", "files", "images",
-                 "bytes", "added_in", "dataset_version", "output_sha256", "source_checksums",
-                 "redactions")
-INTEGER_COLUMNS = frozenset({"files", "images", "bytes", "redactions"})
+_BASE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("id", "string", "Zenodo record id (one version of one software)"),
+    ("concept", "string", "Zenodo concept id: shared by every version of the software"),
+    ("doi", "string", "the record's DOI"),
+    ("record_version", "string", "the software's version on Zenodo"),
+    ("title", "string", "the record's title"),
+    ("part", "string", "the part file holding the record's group /records/<id>"),
+    ("files", "integer", "converted source files"),
+    ("images", "integer", "pages of all its files (as loaded)"),
+    ("bytes", "integer", "bytes of the record's complete HDF5 output"),
+    ("added_in", "string", "dataset version that first added the record"),
+    ("dataset_version", "string", "dataset version that last wrote its data"),
+    ("output_sha256", "string", "sha256 of the record's complete HDF5 output"),
+    ("source_checksums", "string", "checksums of the source archives (JSON)"),
+    ("redactions", "integer", "secrets redacted in the record's files (values never stored)"),
+)
+# Every column of a part index, with its type and meaning (the datapackage and Croissant
+# schemas are made from this).
+INDEX_SCHEMA = (*_BASE_COLUMNS, *PROVENANCE_COLUMNS)
+INDEX_COLUMNS = tuple(name for name, _, _ in INDEX_SCHEMA)
+INTEGER_COLUMNS = frozenset(name for name, kind, _ in INDEX_SCHEMA if kind == "integer")
 MAX_LISTED = 200   # ids listed per changelog section; the part indexes have them all
 CHANGELOG_VERSIONS = 30   # entries kept in CHANGELOG.md (older ones: earlier versions)
 
@@ -164,42 +182,6 @@ def kaggle_metadata(manifest: Any, counts: Mapping[str, int]) -> dict[str, Any]:
     return meta
 
 
-def datapackage(manifest: Any, *, version: str, created: datetime,
-                files: Mapping[str, tuple[int, str]]) -> dict[str, Any]:
-    """Frictionless Data Package (v1) describing ``files`` ``{name: (bytes, "sha256:..")}``."""
-    ds = manifest.dataset
-    resources = []
-    for name, (size, digest) in sorted(files.items()):
-        res: dict[str, Any] = {"name": name.lower().replace("_", "-"), "path": name,
-                               "bytes": size, "hash": digest}
-        if name.endswith(".h5"):
-            res.update(format="hdf5", mediatype="application/x-hdf5",
-                       description="HDF5 part: one group /records/<id>/ per record; the live "
-                                   "ones are listed in the part index of the same name")
-        elif name.endswith(".csv"):
-            res.update(profile="tabular-data-resource", format="csv", mediatype="text/csv",
-                       encoding="utf-8", schema={"fields": [
-                           {"name": c, "type": "integer" if c in INTEGER_COLUMNS
-                            else "string"} for c in INDEX_COLUMNS]})
-        elif name.endswith(".json"):
-            res.update(format="json", mediatype="application/json")
-        elif name.endswith(".md"):
-            res.update(format="md", mediatype="text/markdown")
-        resources.append(res)
-    return {
-        "profile": "data-package", "name": ds.name, "title": ds.title,
-        "description": ds.description, "version": version,
-        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "licenses": [{"name": ds.license}], "keywords": list(ds.keywords),
-        "contributors": [{"title": c.name, "role": "author",
-                          **({"organization": c.affiliation} if c.affiliation else {}),
-                          **({"path": f"https://orcid.org/{c.orcid}"} if c.orcid else {})}
-                         for c in ds.creators],
-        "sources": [{"title": "Zenodo software records", "path": "https://zenodo.org"}],
-        "resources": resources,
-    }
-
-
 def volumes_section(volume: int, volumes: Sequence[Mapping[str, Any]],
                     kaggle: Mapping[str, Any] | None) -> str:
     """The card's "Volumes" section: every volume's concept DOI, record range and size (the
@@ -240,9 +222,11 @@ def redaction_policy(policy: str, total: int) -> str:
 
 def readme(manifest: Any, *, version: str, created: datetime, counts: Mapping[str, int],
            notes: str, parts: Sequence[str], concept_doi: str | None, volume: int = 1,
-           volumes: Sequence[Mapping[str, Any]] = (), kaggle: Mapping[str, Any] | None = None
-           ) -> str:
-    """The dataset card: what the data is, how it was made, counts, how to load and cite it."""
+           volumes: Sequence[Mapping[str, Any]] = (), kaggle: Mapping[str, Any] | None = None,
+           researchers: str = "") -> str:
+    """The dataset card: what the data is, how it was made, counts, how to load and cite it;
+    ``researchers``: the sections of :func:`pipeline.research.card_sections` (pictures,
+    licences, concepts and splits, the loader)."""
     ds, p = manifest.dataset, manifest.processing
     authors = "; ".join(c.name for c in ds.creators)
     where = f"https://doi.org/{concept_doi}" if concept_doi else \
@@ -288,14 +272,20 @@ Privacy: {redaction_policy(p.redact, counts.get("redactions", 0))}
 ## Files
 
 - `part-NNNNNN.h5`: HDF5, one group `/records/<id>/` per record with `images` (N x
-  {p.image_height} x {p.image_width}, unsigned integers, gzip), `files` (one row per source file:
-  path, first_image, image_count, size, sha256, extension), the record's attributes and
-  `metadata.json` (the Zenodo record, file tree, processing parameters, checksums). Parts never
-  change once written, so updating a download only needs the new parts.
+  {p.image_height} x {p.image_width}, unsigned integers, gzip; each dataset's attributes say what
+  its values are, the padding value 32 and the dimension order), `files` (one row per source
+  file: path, first_image, image_count, size, sha256, extension, holder: the record whose
+  `images` hold the file's pages, empty for this one), a few attributes and `metadata.json`
+  (gzip-compressed JSON: the Zenodo record, labels, file tree, processing parameters,
+  checksums). Parts never change once written, so updating a download only needs the new parts.
 - `part-NNNNNN.csv`: the part's index, one row per **live** record of that part (concept, DOI,
-  version, counts, checksums, the dataset version that added it (`added_in`) and the one that
-  wrote its data (`dataset_version`)). A record updated or removed later leaves this index but
-  stays in the part's bytes: read the parts through their indexes (the loader does).
+  version, licence, creators, publication date, repository, split, counts, checksums, the
+  dataset version that added it (`added_in`) and the one that wrote its data
+  (`dataset_version`), and its contents). A record updated or removed later leaves this index
+  but stays in the part's bytes (later versions of its software may hold references to its
+  pages): read the parts through their indexes (the loader does).
+- `code_images.py`: the loader (numpy and h5py only), see below; `croissant.json` (MLCommons
+  Croissant); `figure-*.png`: the pictures above.
 - `catalog.json`: every volume (concept DOI, record range, size, parts) and the records of
   earlier volumes that are no longer live.
 - `datapackage.json` (Frictionless), `dataset-metadata.json` (Kaggle), `CHANGELOG.md` (the newest
@@ -303,32 +293,21 @@ Privacy: {redaction_policy(p.redact, counts.get("redactions", 0))}
 
 This version has {len(parts)} part file(s): {', '.join(parts) or 'none'}.
 
-## How to load it
-
-With the project's loader (`pipeline.loader`, from the repository that builds this dataset),
-pointed at the folder holding the downloaded volume(s):
+{researchers}
+Without the loader, with plain h5py, through the part indexes:
 
 ```python
-from pipeline.loader import iter_images, load_all, load_by_extension, load_by_pattern
-
-images = load_all("path/to/downloads", min_nonblank_rows=5)   # drop near-empty pages
-python = load_by_extension("path/to/downloads", ["py"])        # {{"py": images}}
-tests = load_by_pattern("path/to/downloads", "*/tests/*")       # by path glob
-```
-
-or with plain h5py, through the part indexes:
-
-```python
-import csv, glob, json
+import csv, glob, gzip, json
 import h5py
 
 for index in sorted(glob.glob("part-*.csv")):
     with open(index, newline="") as fh, h5py.File(index[:-4] + ".h5", "r") as part:
         for row in csv.DictReader(fh):
             group = part["records"][row["id"]]
-            images = group["images"][:]      # (n, {p.image_height}, {p.image_width}) code points
-            files = group["files"][:]        # path, first_image, image_count, size, sha256, ext
-            meta = json.loads(group["metadata.json"][()])
+            files = group["files"][:]        # path, first_image, image_count, ..., holder
+            meta = json.loads(gzip.decompress(group["metadata.json"][()].tobytes()))
+            # a file's pages: part["records"][holder or row["id"]]["images"][first:first+count]
+            # (a holder's group may sit in another part: the loader finds it)
 ```
 
 ## How to cite it

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pipeline.errors import ServiceError, UsageError
 from pipeline.fsutil import atomic_write_json
 from pipeline.manifest import Manifest
+from pipeline.provenance import licence_refusal
 from pipeline.records import RECORD_ID, Record
 from pipeline.state import State
 from pipeline.zenodo import RESULT_WINDOW, ZenodoClient, format_ts, parse_ts, updated_range
@@ -219,6 +220,7 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
     carried = {} if record_ids else {e.id: e for e in _carried_over(manifest, state)}
     harvested: dict[str, PlanEntry] = {}
     seen: dict[str, int] = {}  # id -> highest revision read, to de-duplicate on (id, revision)
+    refused: set[str] = set()   # by source.licenses
 
     def consider(record: Record, raw: dict[str, Any] | None, forced: bool = False) -> None:
         if record.id in seen and record.revision <= seen[record.id]:
@@ -229,6 +231,13 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
             return
         if record.resource_type and record.resource_type != manifest.source.query.resource_type:
             plan.skipped[record.id] = f"resource type {record.resource_type!r}"
+            return
+        refusal = licence_refusal(record.license, manifest.source.licenses)
+        if refusal is not None:  # also removes a record whose licence changed from the dataset
+            plan.skipped[record.id] = refusal
+            refused.add(record.id)
+            carried.pop(record.id, None)
+            harvested.pop(record.id, None)
             return
         prev = state.records.get(record.id)
         decision = decide(record, prev, retry_limit=manifest.source.retry_limit)
@@ -287,8 +296,10 @@ def detect(manifest: Manifest, state: State, client: ZenodoClient, *, out: Path,
                                    "attempts": entry.attempts, "record": entry.record,
                                    "planned_at": plan.created}
     for rid, reason in plan.skipped.items():
-        if rid not in state.records:
+        if rid not in state.records or rid in refused:
             state.records[rid] = {"status": "skipped", "reason": reason, "attempts": 0}
+        if rid in refused:
+            state.pending.pop(rid, None)
     if plan.cursor_after:
         state.cursor = _later(state.cursor, plan.cursor_after)
     state.last_run["detect"] = {"at": plan.created, "counts": plan.counts(),

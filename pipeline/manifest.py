@@ -62,6 +62,9 @@ SCHEMA: dict[str, Any] = _obj({
             "concepts": _d(_STRLIST, []),
         }), {}),
         "max_records_per_run": _d(_POSINT, 500),
+        "licenses": _d({"oneOf": [{"enum": ["any", "redistributable"]},
+                                  {"type": "array", "items": _NESTR, "minItems": 1}]},
+                       "redistributable"),
         "retry_limit": _d(_POSINT, 3),
         "github": _d(_obj({
             "archive_url": _d(
@@ -97,6 +100,9 @@ SCHEMA: dict[str, Any] = _obj({
             "name": _NESTR, "affiliation": _STR, "orcid": _STR}, ("name",))},
         "keywords": _d(_STRLIST, []),
         "max_parts": _d({"type": "integer", "minimum": 2, "maximum": 99}, 90),
+        "splits": _d({"type": "object", "minProperties": 1,
+                      "additionalProperties": {"type": "number", "exclusiveMinimum": 0}},
+                     {"train": 0.8, "validation": 0.1, "test": 0.1}),
     }, ("title", "description", "creators")),
     "destinations": _d(_obj({
         "zenodo": _obj({
@@ -190,6 +196,7 @@ class Source:
     max_records_per_run: int
     retry_limit: int
     github: GitHubSource
+    licenses: str | tuple[str, ...] = "redistributable"
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,7 @@ class Dataset:
     creators: tuple[Creator, ...]
     keywords: tuple[str, ...]
     max_parts: int
+    splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
 
 
 @dataclass(frozen=True)
@@ -445,12 +453,14 @@ def from_dict(d: dict[str, Any], *, path: Path) -> Manifest:
                               tuple(s["exclusions"]["concepts"])),
         max_records_per_run=s["max_records_per_run"], retry_limit=s["retry_limit"],
         github=GitHubSource(**s["github"]),
+        licenses=s["licenses"] if isinstance(s["licenses"], str) else tuple(s["licenses"]),
     )
     processing = Processing(**{**p, "exclude_dirs": tuple(p["exclude_dirs"])})
     dataset = Dataset(
         name=ds["name"], title=ds["title"], description=ds["description"],
         license=ds["license"], creators=tuple(Creator(**c) for c in ds["creators"]),
         keywords=tuple(ds["keywords"]), max_parts=ds["max_parts"],
+        splits=tuple((name, float(share)) for name, share in ds["splits"].items()),
     )
     zen = dst.get("zenodo")
     kag = dst.get("kaggle")

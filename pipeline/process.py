@@ -370,6 +370,7 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
     the stage for a record that cannot be processed.
     """
     from pipeline.fetch import DownloadLimits, fetch, sources_for
+    from pipeline.provenance import record_labels, splits
     from pipeline.store import SourceArchive, write_record
 
     sources = sources_for(record, manifest.source.github.archive_url)
@@ -392,7 +393,9 @@ def convert_record(manifest: Manifest, record: Record, raw: dict[str, Any] | Non
                     max_bytes=p.max_download_bytes, limits=limits)
         archives.append(SourceArchive(key=source.key, path=got.path, checksum=source.md5,
                                       sha256=got.sha256))
-    output = write_record(workdir / "records", record.id, archives, processing=p, record=raw)
+    labels = record_labels(raw, splits(manifest))
+    output = write_record(workdir / "records", record.id, archives, processing=p, record=raw,
+                          labels=labels)
     return {"images": output.images, "files": output.files, "skipped_files": output.skipped,
             "output": f"records/{output.hdf5.name}", "metadata": f"records/"
             f"{output.metadata.name}", "sha256": output.hdf5_sha256,

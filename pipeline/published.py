@@ -26,7 +26,7 @@ from pipeline.fetch import Source as Download
 from pipeline.fetch import fetch
 from pipeline.fsutil import file_digest
 from pipeline.http import Sleep
-from pipeline.manifest import ZenodoDestination, ZenodoSource
+from pipeline.manifest import ZenodoDestination
 from pipeline.state import State
 from pipeline.zenodo import ZenodoClient
 
@@ -114,9 +114,8 @@ class PublishedFiles:
                 "no destinations.zenodo", stage=self.stage,
                 hint="set destinations.zenodo.url to the server the dataset is published on")
         if self._zenodo is None:
-            self._zenodo = ZenodoClient(ZenodoSource(
-                url=self.dest.url, token_env=self.dest.token_env, search_requests_per_minute=30,
-                timeout_seconds=120, max_retries=5), sleep=self.sleep)
+            self._zenodo = ZenodoClient.at(self.dest.url, self.dest.token_env,
+                                           sleep=self.sleep)
         record = self._record(record_id)
         listed = {f.key: f for f in record.files}
         f = listed.get(name)

@@ -169,8 +169,10 @@ def _parse_file(f: Any, rid: str, stage: str) -> RecordFile:
     if not isinstance(links, dict):
         raise bad("links", "an object", links)
     key = f.get("key") or f.get("filename") or ""
-    if not isinstance(key, str) or (why := check_file_key(key)):
-        raise bad("key", why or "a string", key)
+    if not isinstance(key, str):
+        raise bad("key", "a string", key)
+    if why := check_file_key(key):
+        raise bad("key", why, key)
     size = f.get("size", f.get("filesize", 0)) or 0
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise bad("size", "a non-negative integer", size)

@@ -46,6 +46,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gzip
+import hashlib
 import os
 import re
 import tempfile
@@ -59,28 +61,73 @@ import h5py
 import numpy as np
 
 from pipeline import __version__
-from pipeline.convert import MODE_2018, SPACE, ConvertedFile, Skipped, iter_archive
+from pipeline.code_images import FORMAT, LAYOUT_PAGES, LAYOUT_ROWS_2018, METADATA, SPACE
+from pipeline.convert import MODE_2018, ConvertedFile, Skipped, iter_archive
 from pipeline.errors import ConvertError, PipelineError
 from pipeline.extract import detect_format
 from pipeline.fsutil import atomic_path, dumps_json, file_digest, safe_join
 from pipeline.manifest import Processing
 from pipeline.redact import redaction_summary
 
-FORMAT = "code-images-record"
-FORMAT_VERSION = 1
-LAYOUT_PAGES = "pages"
-LAYOUT_ROWS_2018 = "rows-2018"
+# HDF5 1.10+ object formats: compact groups (links in the object header, no symbol-table B-tree
+# and heap per group) and single-chunk / fixed-array chunk indexes instead of a v1 B-tree per
+# dataset; together most of a small record's overhead. Readable by HDF5 >= 1.10 (2017; every
+# h5py wheel since 2.8).
+LIBVER = ("v110", "latest")
+FORMAT_VERSION = 2  # 2: file-table column ``holder``, compressed ``metadata.json``, fewer attrs
 CHUNK_IMAGES = 64
 FLUSH_BYTES = 32 * 1024**2
 _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-FILES_DTYPE = np.dtype([
-    ("path", h5py.string_dtype("utf-8")),
-    ("first_image", "<i8"),
-    ("image_count", "<i8"),
-    ("size", "<i8"),
-    ("sha256", h5py.string_dtype("ascii", 64)),
-    ("extension", h5py.string_dtype("utf-8")),
-])
+FILES_COLUMNS = ("path", "first_image", "image_count", "size", "sha256", "extension", "holder")
+# What each dataset holds, as its HDF5 attributes, so a file explains itself to anyone who opens
+# it with h5py or HDFView: what the values are, the padding value, the order of the dimensions.
+# Kept short: they are repeated in every record group of a part (the card explains at length).
+DATASET_ATTRS: dict[str, dict[str, Any]] = {
+    "images": {"values": "Unicode code points", "padding_value": SPACE,
+               "dimensions": "page,row,column"},
+    "rows": {"values": "Unicode code points (zenodo-ml-2018 rows, see image_rows)",
+             "padding_value": SPACE, "dimensions": "row,column"},
+    "image_rows": {"values": "rows per 2018 image (0: the float64 (0, 0) image)",
+                   "dimensions": "image"},
+    "files": {"values": "per source file: pages images[first_image:+image_count] of record "
+                        "holder (empty: this one)", "dimensions": "file"},
+    METADATA: {"values": "record metadata", "encoding": "gzip-compressed UTF-8 JSON"},
+}
+
+
+def files_table(rows: Sequence[tuple[str, int, int, int, str, str, str]]) -> np.ndarray:
+    """The file table as a compound array with fixed-length UTF-8 strings sized to this record.
+
+    Why fixed length: variable-length strings live on HDF5's global heap, which no filter
+    compresses; with gzip a table of similar paths shrinks to a few bytes per row.
+    """
+    def width(i: int) -> int:
+        return max([len(str(r[i]).encode("utf-8")) for r in rows] + [1])
+    dtype = np.dtype([
+        ("path", h5py.string_dtype("utf-8", width(0))), ("first_image", "<i8"),
+        ("image_count", "<i8"), ("size", "<i8"), ("sha256", h5py.string_dtype("ascii", 64)),
+        ("extension", h5py.string_dtype("utf-8", width(5))),
+        ("holder", h5py.string_dtype("ascii", width(6)))])
+    encoded = [(r[0].encode("utf-8"), r[1], r[2], r[3], r[4].encode("ascii"),
+                r[5].encode("utf-8"), r[6].encode("ascii")) for r in rows]
+    return np.array(encoded, dtype=dtype)
+
+
+def transform_key(processing: Processing) -> str:
+    """What decides the pages of given bytes: equal keys and equal sha256 mean equal pages.
+
+    A short digest of the settings (they are in full in the metadata): it is an attribute of
+    every record group, so its length is paid once per record.
+
+    Contents are shared between records only under the same key (:mod:`pipeline.dedup`).
+    """
+    fields = {"mode": processing.mode, "image_width": processing.image_width,
+              "image_height": processing.image_height, "tab_width": processing.tab_width,
+              "pipeline_version": __version__}
+    for optional in ("redact",):  # settings that change pages, where this pipeline has them
+        if hasattr(processing, optional):
+            fields[optional] = getattr(processing, optional)
+    return "sha256:" + hashlib.sha256(dumps_json(fields).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,11 +326,13 @@ class RecordWriter:
 
     def __init__(self, folder: str | os.PathLike[str], record_id: str, *,
                  processing: Processing, record: Mapping[str, Any] | None = None,
+                 labels: Mapping[str, Any] | None = None,
                  flush_bytes: int = FLUSH_BYTES) -> None:
         if not _RECORD_ID.match(record_id):
             raise ValueError(f"record id {record_id!r} cannot name a file")
         self.folder, self.record_id = Path(folder), record_id
         self.processing, self.record = processing, dict(record or {})
+        self.labels = dict(labels or {})
         self.flush_bytes = flush_bytes
         self._encoder = ChunkEncoder(processing.compression_level)
         self.mode_2018 = processing.mode == MODE_2018
@@ -293,7 +342,8 @@ class RecordWriter:
                         else _Appender(self, "images", (h, w), CHUNK_IMAGES))
         self._image_rows: list[np.ndarray] = []
         self._n_images = 0
-        self._index: list[tuple[str, int, int, int, str, str]] = []
+        self._index: list[tuple[str, int, int, int, str, str, str]] = []
+        self._stored: dict[str, tuple[int, int]] = {}  # sha256 -> (first_image, image_count)
         self._tree: list[dict[str, Any]] = []
         self._skipped: list[dict[str, Any]] = []
         self._sources: list[dict[str, Any]] = []
@@ -313,7 +363,7 @@ class RecordWriter:
                                                                            self.record_id)))
             self._h5_tmp = stack.enter_context(atomic_path(hdf5_path(self.folder,
                                                                      self.record_id)))
-            self._h5 = h5py.File(self._h5_tmp, "w", track_order=True)
+            self._h5 = h5py.File(self._h5_tmp, "w", track_order=True, libver=LIBVER)
             stack.callback(self._close_h5)
             self._stack = stack.pop_all()
         return self
@@ -362,15 +412,20 @@ class RecordWriter:
                                f"fit this record", stage="store", record=self.record_id,
                                expected=f"{expected} in {self.layout} layout",
                                got=str(item.images.shape))
-        self._index.append((item.path, self._n_images, item.image_count, item.size,
-                            item.sha256, item.extension))
-        self._n_images += item.image_count
         self._tree.append(self._tree_entry(item.path, item.size, "file", True))
+        self._source_bytes += item.size
+        self._redactions += [r.to_dict(item.path) for r in item.redactions]
+        stored = self._stored.get(item.sha256)
+        if stored is not None:  # the same bytes earlier in this record: stored once
+            self._index.append((item.path, *stored, item.size, item.sha256, item.extension, ""))
+            return
+        self._stored[item.sha256] = (self._n_images, item.image_count)
+        self._index.append((item.path, self._n_images, item.image_count, item.size,
+                            item.sha256, item.extension, ""))
+        self._n_images += item.image_count
         if item.image_rows is not None:
             self._image_rows.append(item.image_rows)
         self._images.append(item.images)
-        self._source_bytes += item.size
-        self._redactions += [r.to_dict(item.path) for r in item.redactions]
 
     def _tree_entry(self, path: str, size: int, kind: str, listed_2018: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"path": path, "size": size, "kind": kind}
@@ -386,7 +441,7 @@ class RecordWriter:
         try:
             old = self._h5[appender.name]
             zeros = (0,) * len(appender.item_shape)
-            with h5py.File(side, "w", track_order=True) as new_file:
+            with h5py.File(side, "w", track_order=True, libver=LIBVER) as new_file:
                 new = appender.create(new_file, old.chunks[0])
                 items = old.chunks[0] * int(np.prod(appender.item_shape))
                 for start in range(0, len(old), old.chunks[0]):
@@ -398,19 +453,16 @@ class RecordWriter:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(side)
-        self._h5 = h5py.File(self._h5_tmp, "r+")
+        self._h5 = h5py.File(self._h5_tmp, "r+", libver=LIBVER)
 
     # -- finishing
 
     def _attrs(self) -> dict[str, Any]:
-        p = self.processing
+        """The group's few attributes: what the loader needs to find and read a record group
+        without its metadata (every further attribute costs bytes in every record of a part;
+        the processing parameters and the rest are in the compressed ``metadata.json``)."""
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "layout": self.layout,
-                "record_id": self.record_id, "pipeline_version": __version__,
-                "mode": p.mode, "image_width": p.image_width, "image_height": p.image_height,
-                "tab_width": p.tab_width, "max_file_bytes": p.max_file_bytes,
-                "binary_policy": p.binary_policy, "exclude_dirs": list(p.exclude_dirs),
-                "dtype": self._images.dtype.name,
-                "value_dtype": "int64" if self.mode_2018 else self._images.dtype.name}
+                "record_id": self.record_id, "transform": transform_key(self.processing)}
 
     def _finish(self) -> None:
         self._images.flush(final=True)
@@ -420,12 +472,21 @@ class RecordWriter:
         if self.mode_2018:
             h5.create_dataset("image_rows", data=image_rows.astype(np.int64), track_times=False,
                               **self._small_opts(len(image_rows)))
-        index = np.array(self._index, dtype=FILES_DTYPE)
+        index = files_table(self._index)
         h5.create_dataset("files", data=index, track_times=False,
                           **self._small_opts(len(index)))
+        images = len(image_rows) if self.mode_2018 else self._images.count
+        counts = {"tree": len(self._tree), "converted": len(self._index),
+                  "skipped": len(self._skipped), "images": images,
+                  "source_bytes": self._source_bytes}
+        write_metadata(h5, self._metadata(counts), self.processing.compression_level)
+        for name, attrs in DATASET_ATTRS.items():
+            if name in h5:
+                h5[name].attrs.update(attrs)
+        if self.mode_2018:
+            h5["rows"].attrs["value_dtype"] = "int64 (float64 for the (0, 0) image)"
         h5.attrs.update(self._attrs())
         h5.close()
-        images = len(image_rows) if self.mode_2018 else self._images.count
         self._verify(images, int(image_rows.sum()))
         digest = file_digest(self._h5_tmp)
         hdf5_bytes = self._h5_tmp.stat().st_size
@@ -435,7 +496,10 @@ class RecordWriter:
             dtype=self._images.dtype.name, images=images, files=len(self._index),
             skipped=len(self._skipped), source_bytes=self._source_bytes,
             hdf5_bytes=hdf5_bytes, hdf5_sha256=digest, redactions=len(self._redactions))
-        self._json_tmp.write_text(dumps_json(self._metadata(self.output)), encoding="utf-8")
+        meta = self._metadata(counts)
+        meta["hdf5"] = {"file": self.output.hdf5.name, "bytes": hdf5_bytes, "sha256": digest,
+                        "layout": self.layout, "dtype": self.output.dtype}
+        self._json_tmp.write_text(dumps_json(meta), encoding="utf-8")
 
     def _verify(self, images: int, rows: int) -> None:
         """Reopen the temporary file and check it holds what was written."""
@@ -456,27 +520,43 @@ class RecordWriter:
         return {"chunks": True, "compression": "gzip", "compression_opts": level} if n and level \
             else {}
 
-    def _metadata(self, output: RecordOutput) -> dict[str, Any]:
-        meta: dict[str, Any] = {
+    def _metadata(self, counts: Mapping[str, int]) -> dict[str, Any]:
+        """The record's metadata; the JSON file beside the HDF5 adds the file's own checksum."""
+        return {
             "format": FORMAT + "-metadata", "format_version": FORMAT_VERSION,
             "record_id": self.record_id, "pipeline_version": __version__,
-            "record": self.record, "processing": dataclasses.asdict(self.processing),
+            "record": self.record, "labels": self.labels,
+            "processing": dataclasses.asdict(self.processing),
+            "transform": transform_key(self.processing), "layout": self.layout,
+            "dtype": self._images.dtype.name,
+            "value_dtype": "int64" if self.mode_2018 else self._images.dtype.name,
             "sources": self._sources, "tree": self._tree, "skipped": self._skipped,
-            "counts": {"tree": len(self._tree), "converted": output.files,
-                       "skipped": output.skipped, "images": output.images,
-                       "source_bytes": output.source_bytes},
-            "hdf5": {"file": output.hdf5.name, "bytes": output.hdf5_bytes,
-                     "sha256": output.hdf5_sha256, "layout": output.layout,
-                     "dtype": output.dtype},
+            "counts": dict(counts),
             "redaction": redaction_summary(self.processing, len(self._redactions)),
             "redactions": self._redactions,
         }
-        return meta
+
+
+def write_metadata(group: h5py.Group, metadata: Mapping[str, Any], level: int) -> None:
+    """Store ``metadata`` in ``group`` as gzip-compressed JSON bytes (``metadata.json``).
+
+    Why bytes and not a string: a JSON document of a few kilobytes per record was, as a string,
+    the largest part of a small record (the tree and the Zenodo record repeat themselves and
+    compress about tenfold). The gzip stream is kept as is, so ``gzip.decompress`` reads it
+    without HDF5 filters, in any language.
+    """
+    text = dumps_json(dict(metadata)).encode("utf-8")
+    data = np.frombuffer(gzip.compress(text, compresslevel=max(level, 6), mtime=0), np.uint8)
+    if METADATA in group:
+        del group[METADATA]
+    group.create_dataset(METADATA, data=data, track_times=False)
+    group[METADATA].attrs.update(DATASET_ATTRS[METADATA])
 
 
 def write_record(folder: str | os.PathLike[str], record_id: str,
                  archives: Sequence[SourceArchive], *, processing: Processing,
                  record: Mapping[str, Any] | None = None,
+                 labels: Mapping[str, Any] | None = None,
                  flush_bytes: int = FLUSH_BYTES) -> RecordOutput:
     """Convert and store every archive of one record: the one call the orchestrator needs.
 
@@ -486,7 +566,7 @@ def write_record(folder: str | os.PathLike[str], record_id: str,
     keys = [a.key for a in archives]
     if len(set(keys)) != len(keys):
         raise ValueError(f"archive keys must differ within a record, got {keys}")
-    with RecordWriter(folder, record_id, processing=processing, record=record,
+    with RecordWriter(folder, record_id, processing=processing, record=record, labels=labels,
                       flush_bytes=flush_bytes) as writer:
         for archive in archives:
             writer.add_archive(archive)
@@ -500,7 +580,7 @@ def copy_record(source: h5py.Group, destination: h5py.Group) -> None:
     HDF5 copies the compressed chunks as they are (no recompression). The loader reads a record
     group the same wherever it sits: the root of ``<id>.h5`` or a group of a version's part file.
     """
-    for name in ("images", "rows", "image_rows", "files"):
+    for name in ("images", "rows", "image_rows", "files", METADATA):
         if name in source:
             source.copy(source[name], destination, name=name)
     destination.attrs.update(dict(source.attrs))

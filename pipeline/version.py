@@ -41,10 +41,12 @@ killed run leaves either no version or a complete one; the state entry is saved 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ from typing import Any
 import h5py
 
 from pipeline import __version__
+from pipeline.code_images import METADATA
 from pipeline.dataset import (
     CATALOG,
     FIXED_FILES,
@@ -68,12 +71,13 @@ from pipeline.dataset import (
     part_name,
     part_number,
     version_key,
+    with_needs,
 )
 from pipeline.dataset_card import (
+    INDEX_SCHEMA,
     catalog_json,
     changelog,
     changelog_entry,
-    datapackage,
     index_csv,
     index_row,
     kaggle_metadata,
@@ -81,11 +85,22 @@ from pipeline.dataset_card import (
     readme,
     sha256sums,
 )
+from pipeline.dedup import KnownContents, known_for, pack_part
 from pipeline.errors import PipelineError
+from pipeline.figures import card_section as figures_markdown
 from pipeline.fsutil import dumps_json, file_digest
 from pipeline.published import Source, find_local
-from pipeline.state import State
-from pipeline.store import copy_record
+from pipeline.research import (
+    CROISSANT,
+    card_sections,
+    croissant_for,
+    datapackage_for,
+    record_columns,
+    update_totals,
+    write_extras,
+)
+from pipeline.state import State, concept_key, counted, snapshot
+from pipeline.store import LIBVER, write_metadata
 
 __all__ = ["BuiltVersion", "Changes", "build_version", "built_version", "decide_changes",
            "find_local", "id_key", "next_version", "version_key"]
@@ -160,6 +175,152 @@ def decide_changes(
     )
 
 
+# The counts a version carries forward from the previous one (plus the change since).
+CARRIED_COUNTS = ("records", "concepts", "files", "images", "redactions")
+
+
+def selection_key(source: Any) -> str:
+    """What besides the records decides the live set: the versions policy and the exclusions.
+
+    Kept in each version entry: when it changes, the next version reads every record once.
+    """
+    ex = source.exclusions
+    text = json.dumps([source.versions, sorted(ex.records), sorted(ex.concepts)])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Decision:
+    """What the next version changes, and what it costs to know it.
+
+    ``placed`` maps the examined records that are in the previous version to their part (every
+    placed record on a full scan); ``counts`` are the version's totals (CARRIED_COUNTS);
+    ``concepts`` the concept-index entries to write once the version is built (every concept
+    on a full scan, which also drops the others).
+    """
+
+    changes: Changes
+    placed: dict[str, str]
+    counts: dict[str, int]
+    concepts: dict[str, list[str]]
+    full: bool
+
+
+def decide(state: State, source: Any) -> Decision:
+    """Decide the next version from the records touched since the last one (their files, the
+    concept index entries of their concepts and, with ``versions: latest``, the records those
+    concepts' newest version moves from or to), never reading the others.
+
+    Every record is read instead when the state does not know what changed since the last
+    version (a state from before the index, or more than TOUCHED_MAX records touched), when
+    there is no previous version, when the policy or the exclusions changed, or when the
+    concept index is missing (a records folder copied without its ``concepts/``).
+    """
+    prev = state.latest_version
+    base = (prev or {}).get("counts") or {}
+    touched = state.records.touched
+    lost_index = bool(base.get("concepts")) and not any(state.concepts.folder.glob("*.jsonl"))
+    if (touched is None or prev is None or prev.get("selection") != selection_key(source)
+            or any(k not in base for k in CARRIED_COUNTS) or lost_index):
+        return _decide_all(state, source)
+    return _decide_touched(state, source, touched, {k: int(base[k]) for k in CARRIED_COUNTS})
+
+
+def _decide_all(state: State, source: Any) -> Decision:
+    records = dict(state.records.items())
+    placed = {rid: str(r["part"]) for rid, r in records.items() if r.get("part")}
+    changes = decide_changes(records, placed, policy=source.versions,
+                             excluded_records=source.exclusions.records,
+                             excluded_concepts=source.exclusions.concepts)
+    counts = dict.fromkeys(CARRIED_COUNTS, 0)
+    for rid in changes.live:
+        _add(counts, counted(records[rid]), 1)
+    counts["concepts"] = len({concept_key(r, records[r]) for r in changes.live})
+    index: dict[str, list[str]] = {}
+    for rid, rec in records.items():
+        if rec.get("status") == "done":
+            index.setdefault(concept_key(rid, rec), []).append(rid)
+    return Decision(changes, placed, counts, index, full=True)
+
+
+def _add(counts: dict[str, int], share: Mapping[str, int], sign: int) -> None:
+    counts["records"] += sign
+    for key in ("files", "images", "redactions"):
+        counts[key] += sign * int(share.get(key, 0))
+
+
+def _decide_touched(state: State, source: Any, touched: Mapping[str, Mapping[str, Any]],
+                    counts: dict[str, int]) -> Decision:
+    excluded_records = set(source.exclusions.records)
+    excluded_concepts = set(source.exclusions.concepts)
+
+    def live(key: str, ids: Iterable[str]) -> list[str]:
+        # as decide_changes: a concept-less record is its own concept ("key" is then its id)
+        ok = [] if key in excluded_concepts else [i for i in ids if i not in excluded_records]
+        return [max(ok, key=id_key)] if ok and source.versions == "latest" else ok
+
+    now = {rid: state.records.get(rid) for rid in touched}
+    done_now: dict[str, list[str]] = {}
+    keys = set()
+    for rid, before in touched.items():
+        if before.get("status") == "done":
+            keys.add(concept_key(rid, dict(before)))
+        rec = now[rid]
+        if rec is not None and rec.get("status") == "done":
+            done_now.setdefault(concept_key(rid, rec), []).append(rid)
+    keys |= set(done_now)
+    old = {k: list((state.concepts.get(k) or {}).get("done") or []) for k in sorted(keys)}
+    new = {k: sorted((set(ids) - set(touched)) | set(done_now.get(k, ())), key=id_key)
+           for k, ids in old.items()}
+    examined = set(touched)
+    if source.versions == "latest":   # the newest version of each concept, before and after
+        for k in keys:
+            examined |= set(live(k, old[k])) | set(live(k, new[k]))
+    records = {rid: rec for rid in sorted(examined, key=id_key)
+               if (rec := now.get(rid) if rid in now else state.records.get(rid)) is not None}
+    # Before: a touched record as it was at the last version, the others as they are.
+    before = {rid: dict(touched[rid]) if rid in touched else snapshot(records[rid])
+              for rid in examined}
+    placed = {rid: str(b["part"]) for rid, b in before.items() if b.get("part")}
+    changes = decide_changes(records, placed, policy=source.versions,
+                             excluded_records=excluded_records,
+                             excluded_concepts=excluded_concepts)
+    for rid in examined:
+        if before[rid].get("part"):
+            _add(counts, before[rid], -1)
+    for rid in changes.live:
+        _add(counts, counted(records[rid]), 1)
+    counts["concepts"] += sum(bool(live(k, new[k])) - bool(live(k, old[k])) for k in keys)
+    return Decision(changes, placed, counts, new, full=False)
+
+
+def _settle_unchanged(state: State, source: Any, decision: Decision) -> None:
+    """Nothing to version: forget what was touched (records marked skipped by ``detect``, or
+    processed again unchanged), so it is not examined again, when that loses nothing: the
+    counts are those of the last version and it was built with the same selection."""
+    prev = state.latest_version
+    if prev is None or prev.get("selection") != selection_key(source) or \
+            any(decision.counts[k] != (prev.get("counts") or {}).get(k) for k in CARRIED_COUNTS):
+        return
+    _apply_concepts(state, decision)
+    state.records.touched = {}
+    state.save()
+
+
+def _apply_concepts(state: State, decision: Decision) -> None:
+    """Write the concept index as of the version just built (see :class:`Decision`)."""
+    index = state.concepts
+    if decision.full:
+        index.load_all()
+        for rid in list(index):
+            del index[rid]
+    for key, ids in decision.concepts.items():
+        if ids:
+            index[key] = {"done": sorted(ids, key=id_key)}
+        elif key in index:
+            del index[key]
+
+
 def _pack(sizes: Mapping[str, int], part_max_bytes: int) -> list[list[str]]:
     packs: list[list[str]] = []
     used = 0
@@ -219,24 +380,31 @@ def _new_entry(workdir: Path, rid: str, rec: Mapping[str, Any], version: str
         "images": _count(rec.get("images")), "bytes": h5_path.stat().st_size,
         "redactions": len(meta.get("redactions") or []),
         "source_checksums": dict(rec.get("checksums") or {}),
-        "output_sha256": digest,
+        "output_sha256": digest, **record_columns(h5_path),
         "added_in": rec.get("added_in") or version, "dataset_version": version,
         "_h5": str(h5_path), "_json": str(json_path),
     }
 
 
-def _write_part(path: Path, version: str, members: list[tuple[str, dict[str, Any]]]) -> None:
-    """One part: ``/records/<id>/`` per record, copied with H5Ocopy (raw chunks)."""
-    with h5py.File(path, "w") as out:
+def _write_part(path: Path, version: str, members: list[tuple[str, dict[str, Any]]],
+                known: KnownContents) -> None:
+    """One part: ``/records/<id>/`` per record, each content stored once
+    (:func:`pipeline.dedup.pack_part`: contents ``known`` holds are referred to); each member's
+    entry gets what was stored and where its other pages are."""
+    with h5py.File(path, "w", libver=LIBVER) as out:
         out.attrs.update({"format": PART_FORMAT, "dataset_version": version,
                           "pipeline_version": __version__, "records": len(members)})
-        group = out.create_group("records")
-        for rid, entry in members:
-            with h5py.File(entry["_h5"], "r") as src:
-                copy_record(src, group.create_group(rid))
-            text = Path(entry["_json"]).read_text(encoding="utf-8")
-            group[rid].create_dataset("metadata.json", data=text,
-                                      dtype=h5py.string_dtype("utf-8"))
+        records = out.create_group("records")
+        packed = pack_part(records, [(rid, e["_h5"], e["concept"]) for rid, e in members],
+                           known, part=path.name)
+        for rid, entry in members:   # records stored before their metadata moved inside
+            if METADATA not in records[rid]:
+                write_metadata(records[rid], json.loads(Path(entry["_json"]).read_text(
+                    encoding="utf-8")), 6)
+    for (_, entry), p in zip(members, packed, strict=True):
+        entry.update(stored_images=p.images, shared_files=p.cross_concept_files,
+                     holders=" ".join(p.holders), contents=p.cell,
+                     _holder_parts=dict(p.holder_parts))
 
 
 def _verify_part(path: Path, members: list[tuple[str, dict[str, Any]]]) -> None:
@@ -246,11 +414,11 @@ def _verify_part(path: Path, members: list[tuple[str, dict[str, Any]]]) -> None:
             if rid not in have:
                 raise _error(f"{path.name} lacks its group /records/{rid}", record=rid)
             images = part[f"records/{rid}"].get("images")
-            if images is None or (entry["images"] and images.shape[0] != entry["images"]):
+            if images is None or images.shape[0] != entry["stored_images"]:
                 got = None if images is None else images.shape
                 raise PipelineError(f"{path.name}: /records/{rid}/images is wrong",
                                     stage="version", record=rid,
-                                    expected=f"{entry['images']} images", got=got,
+                                    expected=f"{entry['stored_images']} images", got=got,
                                     hint="process the record again")
 
 
@@ -375,11 +543,10 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     source = source or find_local(workdir)
     prev = state.latest_version
     src = manifest.source
-    placed = {rid: str(r["part"]) for rid, r in state.records.items() if r.get("part")}
-    changes = decide_changes(state.records, placed, policy=src.versions,
-                             excluded_records=src.exclusions.records,
-                             excluded_concepts=src.exclusions.concepts)
+    decision = decide(state, src)
+    changes, placed = decision.changes, decision.placed
     if changes.empty:
+        _settle_unchanged(state, src, decision)
         return None
     version = next_version(state.versions, now.date())
     incoming = {rid: _new_entry(workdir, rid, state.records[rid], version)
@@ -398,16 +565,31 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     tmp.mkdir(parents=True)
     written: dict[str, Path] = {}
     part_meta: dict[str, dict[str, Any]] = {}
-    for name, rids in new_parts:
-        members = [(rid, incoming[rid]) for rid in rids]
-        _write_part(tmp / name, version, members)
-        _verify_part(tmp / name, members)
-        for rid in rids:
-            incoming[rid]["part"] = name
-        rows = [index_row(incoming[rid]) for rid in rids]
-        (tmp / index_name(name)).write_text(index_csv(rows), encoding="utf-8")
-        written[name], written[index_name(name)] = tmp / name, tmp / index_name(name)
-        part_meta[name] = _part_range(rows)
+
+    def read_index(part: str) -> list[dict[str, Any]]:
+        """A carried part index, fetched by need (a small file) and read."""
+        csv_name = index_name(part)
+        return read_index_csv(source(csv_name, prev["md5"][csv_name]).read_text(
+            encoding="utf-8")) if prev else []
+
+    def write_parts(known: KnownContents) -> None:
+        for name, rids in new_parts:
+            members = [(rid, incoming[rid]) for rid in rids]
+            _write_part(tmp / name, version, members, known)
+            _verify_part(tmp / name, members)
+            for rid in rids:
+                incoming[rid]["part"] = name
+            rows = [index_row(incoming[rid]) for rid in rids]
+            (tmp / index_name(name)).write_text(index_csv(rows), encoding="utf-8")
+            written[name], written[index_name(name)] = tmp / name, tmp / index_name(name)
+            needs = {p for rid in rids for p in incoming[rid]["_holder_parts"].values()}
+            part_meta[name] = {**_part_range(rows), "needs": sorted(needs - {name})}
+
+    # Each content once: what the new versions of concepts may refer to are the newest earlier
+    # version of each concept in the current volume (from its part index, fetched by need).
+    volume_parts = [n for n in _listing(prev) if is_part(n)]
+    write_parts(known_for({rid: e["concept"] for rid, e in incoming.items()}, state.records,
+                          volume_parts, read_index))
     new_bytes = sum(p.stat().st_size for p in written.values())
 
     # -- which volume: the current one, unless the new parts would overflow it -------------------
@@ -423,6 +605,9 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
             leaving.setdefault(where, set()).add(rid)
     dropped = {p for p, ids in leaving.items() if p in carried_meta and
                int(carried_meta[p].get("records") or 0) <= len(ids)}
+    # a part whose records all left stays while live records refer to pages in its groups
+    dropped -= {p for m in (*carried_meta.values(), *part_meta.values())
+                for p in m.get("needs", ())}
     kept_parts = [n for n in carried if is_part(n) and n not in dropped]
     kept_bytes = sum(carried[n][0] for n in carried if n not in dropped
                      and n not in {index_name(p) for p in dropped})
@@ -441,23 +626,32 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
                              kept_bytes + new_bytes + reserve > volume_max):
         volume += 1
         carried, carried_meta, dropped = {}, {}, set()
+        new_names = {n for n, _ in new_parts}
+        if any(set(m.get("needs", ())) - new_names for m in part_meta.values()):
+            # references into the closed volume would not resolve in this one: pack again,
+            # sharing contents only among the records of this version
+            write_parts(KnownContents())
+    removed_rows: list[dict[str, Any]] = []
     withdrawn: dict[str, list[str]] = {k: list(v) for k, v in
                                        ((prev or {}).get("withdrawn") or {}).items()}
     try:
         for part, ids in sorted(leaving.items()):
+            csv_name = index_name(part)
+            holder = carried if part in carried_meta else \
+                _listing(latest.get(int(part_volume.get(part, volume - 1))))
+            every = read_index_csv(source(csv_name, holder[csv_name][1]).read_text(
+                encoding="utf-8")) if csv_name in holder else []
+            removed_rows += [r for r in every if str(r["id"]) in ids]  # the card's totals
             if part not in carried_meta:     # a closed volume: its index stays as published
                 vol = str(part_volume.get(part, volume - 1))
                 withdrawn[vol] = sorted(set(withdrawn.get(vol, [])) | ids, key=id_key)
                 continue
             if part in dropped:
                 continue
-            csv_name = index_name(part)
-            path = source(csv_name, carried[csv_name][1])
-            rows = [r for r in read_index_csv(path.read_text(encoding="utf-8"))
-                    if str(r["id"]) not in ids]
+            rows = [r for r in every if str(r["id"]) not in ids]
             (tmp / csv_name).write_text(index_csv(rows), encoding="utf-8")
             written[csv_name] = tmp / csv_name
-            carried_meta[part] = _part_range(rows)
+            carried_meta[part] = {**carried_meta[part], **_part_range(rows)}
         listing = {n: v for n, v in carried.items()
                    if n not in dropped and n not in {index_name(p) for p in dropped}
                    and n not in written}
@@ -465,10 +659,13 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
             listing[name] = (path.stat().st_size, file_digest(path, "md5"), file_digest(path))
         parts_meta = {n: m for n, m in {**carried_meta, **part_meta}.items()
                       if n in listing and is_part(n)}
+        totals = update_totals((prev or {}).get("totals"),
+                               [index_row(e) for e in incoming.values()], removed_rows)
         built = _write_fixed(manifest, state, tmp, version=version, volume=volume, now=now,
                              changes=changes, incoming=incoming, listing=listing,
                              parts_meta=parts_meta, withdrawn=withdrawn,
-                             new_parts=[n for n, _ in new_parts], latest=latest)
+                             new_parts=[n for n, _ in new_parts], latest=latest,
+                             totals=totals, carried=decision.counts)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -493,13 +690,18 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
              "sizes": dict(sorted(sizes.items())), "written": sorted(names),
              "parts": dict(sorted(parts_meta.items())), "withdrawn": withdrawn,
              "added": list(changes.added), "updated": list(changes.updated),
-             "removed": list(changes.removed), "published": {}}
+             "removed": list(changes.removed), "totals": totals, "published": {},
+             "selection": selection_key(src)}
+    for old in state.versions:   # running totals: only the newest entry needs them
+        old.pop("totals", None)
     state.versions.append(entry)
     for rid, e in incoming.items():
         state.records[rid].update(version=version, part=e["part"], added_in=e["added_in"])
     for rid in changes.removed:
         if rid in state.records:
             state.records[rid].pop("part", None)
+    _apply_concepts(state, decision)
+    state.records.touched = {}
     state.save()
     return built_version(entry, workdir)
 
@@ -508,22 +710,18 @@ def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume
                  now: datetime, changes: Changes, incoming: Mapping[str, Mapping[str, Any]],
                  listing: Mapping[str, tuple[int, str, str]],
                  parts_meta: Mapping[str, Mapping[str, Any]], withdrawn: Mapping[str, list[str]],
-                 new_parts: list[str], latest: Mapping[int, Mapping[str, Any]]
+                 new_parts: list[str], latest: Mapping[int, Mapping[str, Any]],
+                 totals: Mapping[str, Any], carried: Mapping[str, int]
                  ) -> tuple[dict[str, str], dict[str, str], dict[str, int], str, dict[str, int]]:
-    """Catalog, card, changelog, Kaggle metadata, datapackage and SHA256SUMS of the version."""
+    """Catalog, card, changelog, Kaggle metadata, datapackage, Croissant, the loader, the
+    figures and SHA256SUMS of the version."""
     sizes = {n: v[0] for n, v in listing.items()}
     md5 = {n: v[1] for n, v in listing.items()}
     sha = {n: v[2] for n, v in listing.items()}
-    live = [state.records[r] for r in changes.live]
     titles = {rid: str(e.get("title") or "") for rid, e in incoming.items()}
-    notes = changelog_entry(version, now.date(), changes, titles, live=len(changes.live))
+    notes = changelog_entry(version, now.date(), changes, titles, live=carried["records"])
     parts = sorted(n for n in listing if is_part(n))
-    counts = {"records": len(changes.live),
-              "concepts": len({str(r.get("concept") or "") for r in live}),
-              "files": sum(int(r.get("files") or 0) if isinstance(r.get("files"), int)
-                           else len(r.get("files") or []) for r in live),
-              "images": sum(int(r.get("images") or 0) for r in live),
-              "redactions": sum(int(r.get("redactions") or 0) for r in live),
+    counts = {**{k: int(carried[k]) for k in CARRIED_COUNTS},
               "parts": len(parts), "added": len(changes.added),
               "updated": len(changes.updated), "removed": len(changes.removed),
               "volume": volume, "new_parts": len(new_parts),
@@ -545,13 +743,24 @@ def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume
         everywhere.update(sizes)
         candidates = [(n, everywhere[n] + everywhere.get(index_name(n), 0))
                       for n in everywhere if is_part(n)]
-        chosen = sorted(new_parts) if kaggle_dest.files == "latest-parts" else \
-            newest_within(candidates, kaggle_dest.max_bytes)
+        # the subset holds every part its parts refer to (contents stored once)
+        needs = {n: m.get("needs", ()) for e in (*latest.values(), {"parts": parts_meta})
+                 for n, m in (e.get("parts") or {}).items()}
+        chosen = sorted(with_needs(new_parts, needs)) if kaggle_dest.files == "latest-parts" \
+            else newest_within(candidates, kaggle_dest.max_bytes, needs)
         kaggle = {"dataset": kaggle_dest.dataset, "max_bytes": kaggle_dest.max_bytes,
                   "parts": chosen}
     concept_doi = _zenodo_ids(state, volume).get("concept_doi")
     ds = manifest.dataset
     entries = [notes, *(v["notes"] for v in reversed(state.versions))]
+    growth = [(str(v["version"]), int(v["counts"].get("records", 0)),
+               int(v["counts"].get("images", 0))) for v in state.versions]
+    extras = write_extras(tmp, extensions=totals["extensions"],
+                          growth=[*growth, (version, counts["records"], counts["images"])],
+                          samples_from=[e["_h5"] for e in incoming.values()])
+    researchers = card_sections(licences=totals["licences"], splits=totals.get("splits") or {},
+                                proportions=ds.splits, figures=figures_markdown(),
+                                policy=manifest.source.licenses)
     texts = {
         CATALOG: catalog_json(dataset={"name": ds.name, "title": ds.title},
                               version=version, volume=volume, volumes=volumes,
@@ -559,16 +768,24 @@ def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume
         "CHANGELOG.md": changelog(entries),
         "README.md": readme(manifest, version=version, created=now, counts=counts, notes=notes,
                             parts=parts, concept_doi=concept_doi, volume=volume,
-                            volumes=volumes, kaggle=kaggle),
+                            volumes=volumes, kaggle=kaggle, researchers=researchers),
         "dataset-metadata.json": dumps_json(kaggle_metadata(manifest, counts)),
     }
     for name, text in texts.items():
         (tmp / name).write_text(text, encoding="utf-8")
-    for name in texts:
+    for name in (*texts, *extras):
         sizes[name] = (tmp / name).stat().st_size
         sha[name], md5[name] = file_digest(tmp / name), file_digest(tmp / name, "md5")
-    package = datapackage(manifest, version=version, created=now,
-                          files={n: (sizes[n], sha[n]) for n in sorted(sizes)})
+    tables = {"part-*.csv": INDEX_SCHEMA}
+    meta = croissant_for(manifest, version=version, created=now, tables=tables,
+                         files={n: (sizes[n], sha[n]) for n in sorted(sizes)},
+                         concept_doi=concept_doi)
+    (tmp / CROISSANT).write_text(dumps_json(meta), encoding="utf-8")
+    sizes[CROISSANT] = (tmp / CROISSANT).stat().st_size
+    sha[CROISSANT] = file_digest(tmp / CROISSANT)
+    md5[CROISSANT] = file_digest(tmp / CROISSANT, "md5")
+    package = datapackage_for(manifest, version=version, created=now, tables=tables,
+                              files={n: (sizes[n], sha[n]) for n in sorted(sizes)})
     (tmp / "datapackage.json").write_text(dumps_json(package), encoding="utf-8")
     sha["datapackage.json"] = file_digest(tmp / "datapackage.json")
     (tmp / "SHA256SUMS").write_text(sha256sums(sha), encoding="utf-8")

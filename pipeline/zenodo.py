@@ -126,8 +126,8 @@ class ZenodoClient:
     @classmethod
     def at(cls, url: str, token_env: str, *, sleep: Callable[[float], None] = time.sleep
            ) -> ZenodoClient:
-        """A client for another Zenodo server than the harvest's (the publish destination,
-        from which ``version`` restores a published version), with the default pacing."""
+        """A client for another Zenodo server than the harvest's (the publish destination, from
+        which ``version`` and the Kaggle view fetch published files by need), default pacing."""
         return cls(ZenodoSource(url=url, token_env=token_env, search_requests_per_minute=30,
                                 timeout_seconds=120, max_retries=4), sleep=sleep)
 

@@ -273,3 +273,24 @@ def test_carried_over_records_count_towards_the_cap(
     assert [e.id for e in second.entries] == [e.id for e in first.entries]
     assert {e.action for e in second.entries} == {"retry"}
     assert client.search_requests == len(searches(sandbox)) - before == 0
+
+
+def test_records_outside_the_licence_policy_are_skipped_with_the_reason(
+        sandbox: sb.Sandbox, tmp_path: Path, token: None) -> None:
+    m, state = setup(sandbox, tmp_path, **{"source.licenses": ["MIT", "apache-2.0"]})
+    plan, _ = run(m, state, tmp_path)
+    licences = {str(r["id"]): r["metadata"]["license"]["id"] for r in sandbox.zenodo.all()}
+    planned = {e.id for e in plan.entries}
+    assert planned and {licences[r] for r in planned} <= {"mit", "apache-2.0"}
+    refused = {r for r in software_ids(sandbox) if licences[r] not in ("mit", "apache-2.0")}
+    assert refused and refused.isdisjoint(planned)
+    saved = State.load(m.state_path)
+    for rid in refused:
+        entry = saved.records[rid]
+        assert entry["status"] == "skipped"
+        assert entry["reason"].startswith(f"licence {licences[rid].upper()[:3]}")
+        assert "not in the list in source.licenses" in entry["reason"]
+    # the default policy admits the licences that allow redistribution: all of these
+    m2, state2 = setup(sandbox, tmp_path / "default")
+    plan2, _ = run(m2, state2, tmp_path / "default")
+    assert {e.id for e in plan2.entries} == software_ids(sandbox)

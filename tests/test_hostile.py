@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.state import State
 from tests import hostile as H
 
 TOKEN = "hostile-test-token-1234"
@@ -33,8 +34,8 @@ def assert_clean(run: H.Run) -> None:
 
 
 def failures(folder: Path) -> dict[str, str]:
-    state = json.loads((folder / "state" / "state.json").read_text())
-    return {rid: r["reason"] for rid, r in state["records"].items() if r["status"] == "failed"}
+    state = State.load(folder / "state" / "state.json")
+    return {rid: r["reason"] for rid, r in state.records.items() if r["status"] == "failed"}
 
 
 def test_records_whose_fields_are_attacks_are_refused_where_they_enter(
@@ -166,8 +167,8 @@ def test_bad_answers_to_downloads_fail_only_their_record(hostile_server: H.Hosti
             assert re.search(pattern, reason), reason
             assert "\n" not in reason and ". " in reason  # one line, with what to do
             assert sum(f"record {rid}:" in line for line in run.out.splitlines()) == 1, run.out
-        state = json.loads((tmp_path / "state" / "state.json").read_text())
-        done = {rid for rid, r in state["records"].items() if r["status"] == "done"}
+        state = State.load(tmp_path / "state" / "state.json")
+        done = {rid for rid, r in state.records.items() if r["status"] == "done"}
         assert done == {"201", "202", "209", "211", "215", "220"}
         meta = json.loads((tmp_path / "work" / "records" / "209.json").read_text())
         assert any("caf\ufffd.py" in json.dumps(meta, ensure_ascii=False) for _ in [0])

@@ -375,11 +375,11 @@ def test_a_first_publish_killed_after_each_create_makes_one_deposition_and_one_d
 @pytest.mark.timeout(180)
 def test_a_publish_killed_between_volume_full_and_new_volume_published_makes_one_volume(
         tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Version 2 does not fit into volume 1 (500 kB here), so it starts volume 2: killed after
+    """Version 2 does not fit into volume 1 (380 kB here), so it starts volume 2: killed after
     the server created the new concept (the answer lost), then again after it published it,
     the reruns still make exactly one new volume, linked to the first."""
     world = World(tmp_path, sandbox, monkeypatch,
-                  overrides={"destinations.zenodo.volume_max_bytes": 500_000})
+                  overrides={"destinations.zenodo.volume_max_bytes": 380_000})
     try:
         built = world.version_2()
         assert built.volume == 2

@@ -111,14 +111,16 @@ def test_round_trip_returns_exactly_the_arrays_written(tmp_path: Path,
         images = h5["images"]
         assert images.shape == (out.images, 80, 80) and images.dtype == np.uint32
         assert images.compression == "gzip" and images.shuffle
-        assert h5.attrs["pipeline_version"] == __version__
+        assert loader.read_metadata(h5)["pipeline_version"] == __version__
         assert h5.attrs["layout"] == "pages"
+        assert h5["images"].attrs["padding_value"] == 32
+        assert h5["images"].attrs["dimensions"] == "page,row,column"
 
 
 def test_each_archive_keeps_its_own_prefix(tmp_path: Path,
                                            archives: list[SourceArchive]) -> None:
     out = write_record(tmp_path, "7", archives, processing=P)
-    paths = [e.path for e in loader.iter_files(out.hdf5)]
+    paths = [e.path for e in loader.iter_entries(out.hdf5)]
     assert "v1.0.tar.gz/proj/src/main.py" in paths and "extra.zip/proj/src/main.py" in paths
     zip_copy = loader.load_by_pattern(out.hdf5, "extra.zip/*/main.py")
     assert lines(zip_copy)[0].startswith("print('zip copy')")
@@ -130,7 +132,7 @@ def lines(images: np.ndarray) -> list[str]:
 
 def test_index_rows(tmp_path: Path, archives: list[SourceArchive]) -> None:
     out = write_record(tmp_path, "7", archives, processing=P)
-    entries = {e.path: e for e in loader.iter_files(out.hdf5)}
+    entries = {e.path: e for e in loader.iter_entries(out.hdf5)}
     readme = entries["v1.0.tar.gz/proj/README.md"]
     data = SOURCES["proj/README.md"]
     assert (readme.size, readme.sha256, readme.extension) == (
@@ -229,15 +231,20 @@ def test_2018_mode_round_trip_is_lossless(tmp_path: Path, archives: list[SourceA
             continue
         expected = text_to_images_2018(data)
         assert [a.shape for a in got[path]] == [e.shape for e in expected], name
-        assert all(a.dtype == np.int64 and np.array_equal(a, e)
+        assert all(a.dtype == e.dtype and np.array_equal(a, e)
                    for a, e in zip(got[path], expected, strict=True))
-    assert [a.shape for a in got["v1.0.tar.gz/proj/empty.py"]] == [(0, 0)]  # rule 10
+        assert all(a.dtype == (np.float64 if a.shape == (0, 0) else np.int64)
+                   for a in got[path])
+    # rule 10: pandas' DataFrame([]).values, a float64 (0, 0) array, exactly as 2018 had it
+    empty = got["v1.0.tar.gz/proj/empty.py"]
+    assert [(a.shape, a.dtype) for a in empty] == [((0, 0), np.dtype(np.float64))]
     assert [a.shape for a in got["v1.0.tar.gz/proj/docs/notes.txt"]] == [(20, 80)]  # rule 9
     meta = json.loads(out.metadata.read_text())
     assert {s["reason"] for s in meta["skipped"]} == {"git-substring"}
     assert all(e["listed_2018"] == (".git" not in e["path"]) for e in meta["tree"])
     with h5py.File(out.hdf5) as h5:
-        assert h5.attrs["layout"] == "rows-2018" and h5.attrs["value_dtype"] == "int64"
+        assert h5.attrs["layout"] == "rows-2018"
+        assert loader.read_metadata(h5)["value_dtype"] == "int64"
         assert h5["rows"].dtype == np.uint32 and len(h5["image_rows"]) == out.images
 
 
@@ -304,7 +311,7 @@ def test_selection_by_extension_glob_and_regex(tmp_path: Path,
     globbed = loader.load_by_pattern(out.hdf5, "v1.0.tar.gz/proj/src/*")
     regexed = loader.load_by_pattern(out.hdf5, r"^v1\.0\.tar\.gz/proj/src/", syntax="regex")
     assert np.array_equal(globbed, regexed) and len(globbed) == 2 + 3  # main.py, util.c
-    assert [e.path for e in loader.iter_files(out.hdf5, regex=r"\.c$")] == [
+    assert [e.path for e in loader.iter_entries(out.hdf5, regex=r"\.c$")] == [
         "v1.0.tar.gz/proj/src/util.c"]
 
 
@@ -330,7 +337,7 @@ def test_loading_a_folder_and_part_file_groups(tmp_path: Path,
             with h5py.File(out.hdf5) as source:
                 copy_record(source, h5.create_group(f"records/{out.hdf5.stem}"))
     expected = read_back(tmp_path / "records")
-    assert {e.record_id for e in loader.iter_files(part)} == {"1", "2"}
+    assert {e.record_id for e in loader.iter_entries(part)} == {"1", "2"}
     got = read_back(part)
     assert got.keys() == expected.keys()
     for path, images in expected.items():
@@ -339,7 +346,7 @@ def test_loading_a_folder_and_part_file_groups(tmp_path: Path,
         else:
             assert all(np.array_equal(x, y) for x, y in zip(got[path], images, strict=True))
     with h5py.File(part) as h5:  # an open group works too
-        assert len(list(loader.iter_files(h5["records/1"]))) == a.files
+        assert len(list(loader.iter_entries(h5["records/1"]))) == a.files
 
 
 def test_a_huge_archive_is_written_in_bounded_memory(tmp_path: Path) -> None:
@@ -354,10 +361,11 @@ from pipeline.store import SourceArchive, write_record
 path = Path({str(tmp_path / "huge.tar.gz")!r})
 page = "".join(f"    value_{{i}} = compute({{i}}, 'é') + 1\\n" for i in range(2000)).encode()
 with tarfile.open(path, "w:gz", compresslevel=1) as tar:
-    for i in range(1200):
+    for i in range(1200):  # distinct contents: identical files would be stored once
+        data = f"# module {{i}}\\n".encode() + page
         info = tarfile.TarInfo(f"proj/src/module_{{i}}.py")
-        info.size = len(page)
-        tar.addfile(info, io.BytesIO(page))
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
 def hwm():
     # VmHWM is this process's own peak; ru_maxrss would carry over the peak of the (large)
     # pytest process that forked it, since Linux keeps it across execve.

@@ -20,7 +20,13 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.dataset import Changes, max_parts_per_volume, newest_within
+from pipeline.dataset import (
+    FIXED_FILES,
+    Changes,
+    max_parts_per_volume,
+    newest_within,
+    with_needs,
+)
 from pipeline.dataset_card import (
     CHANGELOG_VERSIONS,
     changelog,
@@ -29,8 +35,9 @@ from pipeline.dataset_card import (
     sha256sums,
 )
 from pipeline.errors import PipelineError
-from pipeline.loader import load_all, open_catalog, record_groups
+from pipeline.loader import load_all, open_catalog, read_metadata, record_groups
 from pipeline.manifest import Manifest, from_dict, validate
+from pipeline.research import EXTRA_FILES
 from pipeline.state import State
 from pipeline.store import SourceArchive, write_record
 from pipeline.version import build_version, decide_changes, next_version, version_key
@@ -132,9 +139,18 @@ def test_newest_parts_within_a_budget_and_parts_per_volume() -> None:
     assert newest_within(parts, 75) == ["part-000003.h5", "part-000002.h5"][::-1]
     assert newest_within(parts, 39) == []                # the newest alone is over: nothing
     assert newest_within(parts, 1000) == ["part-000001.h5", "part-000002.h5", "part-000003.h5"]
-    assert max_parts_per_volume(90) == 47                # (100 files - 6 fixed) / 2 per part
+    # with contents stored once a part comes with the parts it refers to (Kaggle's subset)
+    sizes = [("part-000001.h5", 50), ("part-000002.h5", 40), ("part-000003.h5", 30),
+             ("part-000004.h5", 20)]
+    needs = {"part-000004.h5": ["part-000002.h5"], "part-000003.h5": ["part-000001.h5"]}
+    assert newest_within(sizes, 60, needs) == ["part-000002.h5", "part-000004.h5"]
+    assert newest_within(sizes, 60) == ["part-000003.h5", "part-000004.h5"]
+    assert newest_within(sizes, 200, needs) == [n for n, _ in sizes]
+    assert newest_within(sizes, 10, needs) == []
+    assert with_needs(["part-000004.h5"], needs) == {"part-000004.h5", "part-000002.h5"}
+    assert max_parts_per_volume(90) == 44                # (100 files - 11 fixed) / 2 per part
     assert max_parts_per_volume(3) == 3
-    assert max_parts_per_volume(90, max_files=20) == 7
+    assert max_parts_per_volume(90, max_files=20) == 4
 
 
 def test_changelog_and_checksum_texts() -> None:
@@ -196,7 +212,8 @@ def test_first_version_folder_is_flat_complete_and_checksummed(tmp_path: Path) -
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted(["part-000001.h5", "part-000001.csv", "catalog.json",
                             "datapackage.json", "dataset-metadata.json", "README.md",
-                            "CHANGELOG.md", "SHA256SUMS"])
+                            "CHANGELOG.md", "SHA256SUMS", "code_images.py", "croissant.json",
+                            "figure-extensions.png", "figure-growth.png", "figure-mosaic.png"])
     assert sorted(built.written) == names == sorted(built.files) and built.volume == 1
     assert all(p.is_file() for p in folder.iterdir())
     for line in (folder / "SHA256SUMS").read_text().splitlines():
@@ -216,7 +233,7 @@ def test_first_version_folder_is_flat_complete_and_checksummed(tmp_path: Path) -
         assert np.array_equal(group["images"][:], src["images"][:])
         assert dict(group.attrs).keys() == dict(src.attrs).keys()
         assert group.attrs["record_id"] == "101"
-        assert json.loads(group["metadata.json"][()])["record"]["doi"] == "10.5281/zenodo.101"
+        assert read_metadata(group)["record"]["doi"] == "10.5281/zenodo.101"
         assert part.attrs["dataset_version"] == "1.20261121"
     assert len(load_all(folder)) == sum(state.records[r]["images"] for r in index_ids)
 
@@ -293,9 +310,10 @@ def test_second_version_is_its_new_part_plus_a_listing_of_the_old_one(tmp_path: 
     assert v2.files["part-000001.h5"] == v1.files["part-000001.h5"]     # carried, by listing
     assert v2.md5["part-000001.csv"] == v1.md5["part-000001.csv"]
     assert sorted(p.name for p in v2.folder.iterdir()) == sorted(v2.written) == sorted(
-        ["part-000002.h5", "part-000002.csv", "catalog.json", "datapackage.json",
-         "dataset-metadata.json", "README.md", "CHANGELOG.md", "SHA256SUMS"])
-    written = sum(v2.sizes[n] for n in v2.written)
+        ["part-000002.h5", "part-000002.csv", *FIXED_FILES])
+    # what grows with the data is the new part; the rest is the fixed files (the loader and the
+    # figures included: constant in size)
+    written = sum(v2.sizes[n] for n in v2.written if n not in EXTRA_FILES)
     assert written < v2.sizes["part-000001.h5"] + v2.sizes["part-000002.h5"]
     with h5py.File(v2.folder / "part-000002.h5") as part:
         assert sorted(part["records"]) == ["104"]
@@ -341,7 +359,8 @@ def test_updates_and_removals_rewrite_only_the_indexes_they_touch(tmp_path: Path
     v3 = build_version(manifest, state, tmp_path, now=DAY3, source=source)
 
     assert v1 is not None and v2 is not None and v3 is not None
-    assert fetched == ["part-000001.csv"]                       # one small index, by need
+    # one small index per part whose records change, by need (part 2's for the card's totals)
+    assert fetched == ["part-000001.csv", "part-000002.csv"]
     assert v3.files["part-000001.h5"] == v1.files["part-000001.h5"]    # bytes never rewritten
     assert v3.md5["part-000001.csv"] != v1.md5["part-000001.csv"]     # its index is
     assert "part-000002.h5" not in v3.files and "part-000002.csv" not in v3.files  # all left
@@ -391,7 +410,7 @@ def test_volumes_roll_over_at_the_part_cap_and_the_byte_limit(tmp_path: Path) ->
         built = build_version(manifest, state, tmp_path, now=datetime(2026, 11, i + 1,
                                                                       tzinfo=UTC))
         assert built is not None
-        assert len(built.parts()) <= 2 and len(built.files) <= 2 * 2 + 6
+        assert len(built.parts()) <= 2 and len(built.files) <= 2 * 2 + len(FIXED_FILES)
         volumes.append(built.volume)
     assert volumes == [1, 1, 2, 2, 3, 3]
     catalog = open_catalog(tmp_path / "versions")
@@ -410,15 +429,17 @@ def test_volumes_roll_over_at_the_part_cap_and_the_byte_limit(tmp_path: Path) ->
     ids = sorted(g.attrs["record_id"] for g in record_groups(tmp_path / "versions"))
     assert ids == [str(300 + i) for i in range(6)]              # once each, the new 300
 
+    # the reserve for the fixed files (twice their size: the loader and figures are ~100 kB)
+    LIMIT = 2 * 65536 + 40_000 + 2 * 100_000
     small = make_manifest(tmp_path / "b", destinations={
-        "zenodo": {"url": "http://127.0.0.1:9", "volume_max_bytes": 2 * 65536 + 40_000}})
+        "zenodo": {"url": "http://127.0.0.1:9", "volume_max_bytes": LIMIT}})
     other = State(path=tmp_path / "b" / "state.json")
     sizes = []
     for i in range(4):
-        add_record(tmp_path / "b", other, str(400 + i), files=12)
+        add_record(tmp_path / "b", other, str(400 + i), files=40)
         built = build_version(small, other, tmp_path / "b",
                               now=datetime(2026, 11, i + 1, tzinfo=UTC))
-        assert built is not None and sum(built.sizes.values()) <= 2 * 65536 + 40_000
+        assert built is not None and sum(built.sizes.values()) <= LIMIT
         sizes.append((built.volume, sum(built.sizes.values())))
     assert sizes[-1][0] > 1, sizes
 

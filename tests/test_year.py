@@ -28,7 +28,7 @@ from pipeline.state import State
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_year import simulate
 
-QUOTA = 300_000
+QUOTA = 450_000
 FILES = 20
 KAGGLE = 120_000
 

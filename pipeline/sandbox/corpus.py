@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 from pipeline.sandbox.sourcetree import ArchiveSpec, Flavour, Release, pdf_bytes, source_files
@@ -122,6 +123,24 @@ class CorpusRecord:
     record: dict
     blobs: dict[str, Blob]
     release: Release | None = None
+
+    def write_archives(self, folder: Path) -> list[tuple[str, Path]]:
+        """The record's archives written into ``folder`` as ``(key, path)``, the GitHub
+        release archive when it has none (what ``fetch`` would download), for benchmarks and
+        tests that convert corpus records without a server."""
+        rid = str(self.record["id"])
+        blobs = {k: b for k, b in self.blobs.items() if k.endswith((".zip", ".tar.gz"))}
+        if not blobs and self.release is not None:
+            r = self.release
+            blobs = {f"github:{r.owner}/{r.repo}@{r.tag}": ArchiveSpec(r, "tar.gz",
+                                                                      r.codeload_top)}
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for i, (key, blob) in enumerate(sorted(blobs.items())):
+            path = folder / f"{rid}-{i}{'.zip' if key.endswith('.zip') else '.tar.gz'}"
+            path.write_bytes(blob.build() if isinstance(blob, ArchiveSpec) else blob)
+            out.append((key, path))
+        return out
 
 
 @dataclass
@@ -338,6 +357,22 @@ class Corpus:
                 concept = self._new_concept()
                 tag = _tag(concept.style, 0, self.rng)
             out.append(self._record(concept, tag, at, at))
+        return out
+
+    def chains(self, concepts: int, versions: int, *, start: datetime = WINDOW_START,
+               flavour: Flavour = "full") -> list[list[CorpusRecord]]:
+        """``concepts`` software concepts with ``versions`` versions each, as real release
+        chains (a version edits a few files of the one before, :mod:`.sourcetree`); one list
+        of records per concept, oldest version first, a month apart."""
+        out = []
+        for _ in range(concepts):
+            concept = self._new_concept()
+            chain = []
+            for n in range(versions):
+                at = start + timedelta(days=30 * n, seconds=self.rng.uniform(0, 86_400))
+                chain.append(self._record(concept, _tag(concept.style, n, self.rng), at, at,
+                                          flavour))
+            out.append(chain)
         return out
 
     def planted_secrets(self, when: datetime) -> CorpusRecord:

@@ -8,10 +8,12 @@ a BOM, a file without a trailing newline, an empty file, a binary PNG (NUL bytes
 ``.gitignore`` and a ``.git/`` folder, in a dozen languages.
 
 Everything is a pure function of a :class:`Release` (owner, repo, tag, flavour, edition): the same
-release always gives the same bytes, so an md5 computed once when a record is made matches every
-later download. Archives are built on demand; only a bounded number is kept in memory
-(:func:`archive_bytes` is an LRU cache) while their sizes and digests, a few bytes each, are kept
-for good (:func:`archive_digest`). The bulk corpus (10,000+ records) uses the ``small`` flavour.
+release always gives the same bytes (so an md5 computed once when a record is made matches every
+later download), and versions of one software share most of their files: a new version edits a
+few, as real release chains do (:func:`_evolve`). Archives are built on demand; only a bounded
+number is kept in memory (:func:`archive_bytes` is an LRU cache) while their sizes and digests,
+a few bytes each, are kept for good (:func:`archive_digest`). The bulk corpus (10,000+ records)
+uses the ``small`` flavour.
 
 Top folders follow the real producers: GitHub's codeload archives (``/{owner}/{repo}/tar.gz/{ref}``)
 unpack into ``<repo>-<tag>/`` with a leading ``v`` of a version tag dropped (``v1.2.0`` gives
@@ -95,11 +97,31 @@ class ArchiveSpec:
         return archive_digest(self)
 
 
-def _rng(release: Release, variant: str) -> random.Random:
-    seed = hashlib.sha256(
-        f"{release.owner}/{release.repo}@{release.tag}:{release.flavour}:{release.edition}:{variant}"
-        .encode()).digest()
+def _rng(release: Release, variant: str, *, tag: bool = False) -> random.Random:
+    """The tree's random source: the same for every version of one software (so versions share
+    most files, as real releases do), or, with ``tag``, one for this version's own changes."""
+    name = f"{release.owner}/{release.repo}:{release.flavour}:{release.edition}:{variant}"
+    seed = hashlib.sha256((name + (f"@{release.tag}" if tag else "")).encode()).digest()
     return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+_EDITABLE = re.compile(r"\.(py|js|c|rs|go|R|jl|java|md)$")
+
+
+def _evolve(tree: dict[str, bytes], release: Release, variant: str) -> None:
+    """This version's changes to the software's shared tree: one to three source files edited
+    and, now and then, a file added; the version strings (README, pyproject.toml, CITATION.cff,
+    ``_version.py``) already carry the tag. So consecutive versions differ in a few files."""
+    rng = _rng(release, variant, tag=True)
+    editable = sorted(p for p in tree if _EDITABLE.search(p) and "README" not in p)
+    for path in rng.sample(editable, min(len(editable), rng.randint(1, 3))):
+        comment = "#" if path.endswith((".py", ".R", ".jl", ".md")) else "//"
+        tree[path] += (f"\n{comment} {release.tag}: {rng.choice(_VERBS)} "
+                       f"{rng.choice(_WORDS)} {rng.randint(1, 999)}\n").encode()
+    if rng.random() < 0.3:
+        word = rng.choice(_WORDS)
+        tree[f"src/extra_{word}_{re.sub(r'[^0-9a-z]', '_', release.tag.lower())}.py"] = (
+            f'"""Added in {release.tag}."""\n\n\ndef {word}(x):\n    return x\n').encode()
 
 
 def png_bytes(rng: random.Random, width: int = 8, height: int = 8) -> bytes:
@@ -313,6 +335,7 @@ def source_files(release: Release, variant: str = "main") -> dict[str, bytes]:
         tree = _small_tree(release, rng)
     else:
         tree = _full_tree(release, rng)
+    _evolve(tree, release, variant)
     if release.edition:
         tree["CHANGES.md"] = f"Edition {release.edition}: files replaced.\n".encode()
     return dict(sorted(tree.items()))
