@@ -331,8 +331,8 @@ class _Scanner:
         )
         from detect_secrets.util.filetype import FileType, determine_file_type
 
-        classes: dict[str, Any] = {
-            cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+        found: list[type[Any]] = list(get_mapping_from_secret_type_to_class().values())
+        classes = {cls.__name__: cls for cls in found}   # (its return type has an unbound TypeVar)
         self.plugins = {name: cls() for name, cls in sorted(classes.items())
                         if name not in DISABLED_PLUGINS}
         self._regex_type = RegexBasedDetector

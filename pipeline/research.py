@@ -62,13 +62,19 @@ def parse_extensions(cell: str | None) -> dict[str, int]:
 def update_totals(totals: Mapping[str, Any] | None, added: Iterable[Mapping[str, Any]],
                   removed: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Running totals of the whole dataset (records and files per licence, pages per
-    extension), carried from version to version in the state and updated only by the index
-    rows of the records a version adds and removes: no pass over the dataset."""
+    extension, records and images per split), carried from version to version in the state and
+    updated only by the index rows of the records a version adds and removes: no pass over the
+    dataset."""
     licences: dict[str, list[int]] = {k: list(v) for k, v in
                                       ((totals or {}).get("licences") or {}).items()}
     extensions: Counter[str] = Counter((totals or {}).get("extensions") or {})
+    splits: dict[str, list[int]] = {k: list(v) for k, v in
+                                    ((totals or {}).get("splits") or {}).items()}
     for rows, sign in ((added, 1), (removed, -1)):
         for row in rows:
+            side = splits.setdefault(str(row.get("split") or "(none)"), [0, 0])
+            side[0] += sign
+            side[1] += sign * int(row.get("images") or 0)
             lic = str(row.get("licence") or "(none)")
             entry = licences.setdefault(lic, [0, 0])
             entry[0] += sign
@@ -76,7 +82,8 @@ def update_totals(totals: Mapping[str, Any] | None, added: Iterable[Mapping[str,
             for ext, n in parse_extensions(row.get("extensions")).items():
                 extensions[ext] += sign * n
     return {"licences": {k: v for k, v in sorted(licences.items()) if v[0] > 0},
-            "extensions": {k: v for k, v in sorted(extensions.items()) if v > 0}}
+            "extensions": {k: v for k, v in sorted(extensions.items()) if v > 0},
+            "splits": {k: v for k, v in sorted(splits.items()) if v[0] > 0}}
 
 
 def write_extras(folder: str | os.PathLike[str], *, extensions: Mapping[str, int],
@@ -144,29 +151,23 @@ def licence_table(licences: Mapping[str, Sequence[int]]) -> str:
     return "\n".join(lines)
 
 
-def split_table(records: Iterable[Mapping[str, Any]],
+def split_table(splits: Mapping[str, Sequence[int]],
                 proportions: Sequence[tuple[str, float]]) -> str:
-    """Markdown: concepts, records and images per split, beside the configured proportions;
-    ``records`` are the live records' state entries (``concept``, ``images``): the split is a
-    function of the concept, so no index is read."""
-    concepts: dict[str, set[str]] = {name: set() for name, _ in proportions}
-    counts: Counter[str] = Counter()
-    images: Counter[str] = Counter()
-    for rec in records:
-        concept = str(rec.get("concept") or "")
-        split = code_images.split_of(concept, proportions)
-        concepts.setdefault(split, set()).add(concept)
-        counts[split] += 1
-        images[split] += int(rec.get("images") or 0)
+    """Markdown: records and images per split, beside the configured proportions; ``splits`` is
+    the running total ``{split: [records, images]}`` (:func:`update_totals`), so no pass over
+    the dataset is needed. The split is a function of the concept, so every version of one
+    software is on one side."""
     share = dict(proportions)
     total = sum(share.values()) or 1
-    lines = ["| split | share | concepts | records | images |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {name} | {share.get(name, 0) / total:.0%} | {len(concepts[name]):,} | "
-              f"{counts[name]:,} | {images[name]:,} |" for name in concepts]
+    names = [*share, *(n for n in splits if n not in share)]
+    lines = ["| split | share | records | images |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {share.get(name, 0) / total:.0%} | "
+              f"{int((splits.get(name) or (0, 0))[0]):,} | "
+              f"{int((splits.get(name) or (0, 0))[1]):,} |" for name in names]
     return "\n".join(lines)
 
 
-def card_sections(*, licences: Mapping[str, Sequence[int]], records: Iterable[Mapping[str, Any]],
+def card_sections(*, licences: Mapping[str, Sequence[int]], splits: Mapping[str, Sequence[int]],
                   proportions: Sequence[tuple[str, float]], figures: str,
                   policy: str | Sequence[str]) -> str:
     """The card's sections for researchers (Markdown): pictures, licences, concepts and splits,
@@ -195,7 +196,7 @@ test data. The `split` column therefore assigns whole concepts: `train`, `valida
 by a stable hash of the concept id (sha256), so every version of a software, including those
 added later, lands in the same split.
 
-{split_table(records, proportions)}
+{split_table(splits, proportions)}
 
 Each content is stored once: a file whose exact bytes are already stored (typically in an
 earlier version of the same software) points at those pages (`holders` column, `holder` in a

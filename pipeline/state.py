@@ -10,7 +10,10 @@ every change is reviewable in git, and a state of a million records must stay be
 * ``state/state.records/<NNNNNN>.jsonl`` (folder ``<stem>.records`` beside the state file): the
   records, one compact JSON line each (``{"id": ..., ...}``, sorted by id), split by record-id
   range (:data:`IDS_PER_FILE` ids a file). New Zenodo records have ascending ids, so a day's new
-  records land in one or two files, and a record's change is a one-line diff.
+  records land in one or two files, and a record's change is a one-line diff;
+* ``state/state.records/concepts/<NNNNNN>.jsonl``: the concept index
+  ``{"id": concept, "done": [ids]}`` kept by ``version`` (split by concept id the same way), so
+  that ``version`` costs what the records touched since the last version cost (issue 8).
 
 Every file is written atomically (:mod:`pipeline.fsutil`), the records files first and
 ``state.json`` last; only the records files whose text changed are rewritten. Records files are
@@ -28,6 +31,9 @@ Layout of ``state.json`` (``schema`` 2; a schema-1 file, which held every record
 and is migrated on the next save)::
 
     cursor          ISO 8601 "Z" timestamp the harvest has reached (exclusive upper bound)
+    touched         {id: snapshot} records set since the last version (see Records), or null:
+                    not known (state written before it existed, or over TOUCHED_MAX), so the
+                    next ``version`` reads every record once
     record_files    {file stem: {done: n, failed: {id: attempts}, skipped: n}}
                     (each records line: {id, status: done|failed|skipped, concept, revision,
                     updated, checksums, attempts, reason, images, files, output, sha256,
@@ -80,11 +86,48 @@ RecordStatus = Literal["done", "failed", "skipped"]
 # day's new software records fall in one to three files; a file holds at most 10,000 records
 # (about 3 MB), and a million records make 100 to 2,000 files.
 IDS_PER_FILE = 10_000
+# Records touched since the last version, remembered in ``state.json`` so that ``version`` reads
+# only their files. Beyond this many (a backfill run without versions) the index is dropped and
+# the next version scans every record once, a cost then shared by that many new records.
+TOUCHED_MAX = 50_000
+# What a touched record's entry was at the last version: enough to take its share out of the
+# version's counts and to find its concept (``version`` reads the rest from the entry itself).
+SNAPSHOT_KEYS = ("status", "concept", "part")
+
+
+def counted(entry: dict[str, Any]) -> dict[str, int]:
+    """A record's share of a version's counts (``files`` is a count or, in old states, a list)."""
+    files = entry.get("files")
+    return {"files": files if isinstance(files, int) else len(files or []),
+            "images": int(entry.get("images") or 0),
+            "redactions": int(entry.get("redactions") or 0)}
+
+
+def snapshot(entry: dict[str, Any] | None) -> dict[str, Any]:
+    """What :attr:`Records.touched` keeps of an entry before its first change since a version:
+    its status, concept and part and, when placed in the dataset, its share of the counts."""
+    if not entry:
+        return {}
+    out = {k: entry[k] for k in SNAPSHOT_KEYS if entry.get(k) is not None}
+    if entry.get("part"):
+        out.update(counted(entry))
+    return out
 
 
 def records_folder(state_path: Path) -> Path:
     """Where the records of the state file ``state_path`` live: ``<stem>.records`` beside it."""
     return state_path.with_name(f"{state_path.stem}.records")
+
+
+def concepts_folder(state_path: Path) -> Path:
+    """Where the concept index of the state file lives: ``concepts/`` in its records folder,
+    so that it travels (artifact, cache, commit) wherever the records go."""
+    return records_folder(state_path) / "concepts"
+
+
+def concept_key(rid: str, entry: dict[str, Any]) -> str:
+    """The concept a record belongs to; a record without one is its own concept."""
+    return str(entry.get("concept") or rid)
 
 
 def file_of(record_id: str) -> str:
@@ -121,12 +164,20 @@ class Records(MutableMapping[str, dict[str, Any]]):
 
     Entries may be changed in place (``records[rid]["version"] = v``): :meth:`save` re-renders
     every file it has read and rewrites those whose text changed, so no change is lost and no
-    unchanged file is touched. Iterating reads every file (``version`` does; ``detect`` does not).
+    unchanged file is touched. Iterating reads every file (a full ``version`` scan does;
+    ``detect`` does not).
+
+    ``touched`` (``{id: snapshot}``, or None when unknown) lists the records set or deleted since
+    the last version, each with :func:`snapshot` of its entry at that version, so ``version``
+    decides from them alone; in-place changes are not tracked (only ``version`` makes them).
     """
 
-    def __init__(self, folder: Path, summary: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, folder: Path, summary: dict[str, dict[str, Any]] | None = None,
+                 touched: dict[str, dict[str, Any]] | None = None, *, track: bool = True) -> None:
         self.folder = folder
         self.summary: dict[str, dict[str, Any]] = dict(summary or {})
+        self.touched: dict[str, dict[str, Any]] | None = touched if track else None
+        self._track = track
         self._files: dict[str, dict[str, dict[str, Any]]] = {}
         self._read_digest: dict[str, str | None] = {}
 
@@ -164,10 +215,22 @@ class Records(MutableMapping[str, dict[str, Any]]):
         return self._file(file_of(rid))[rid]
 
     def __setitem__(self, rid: str, entry: dict[str, Any]) -> None:
-        self._file(file_of(rid))[rid] = entry
+        records = self._file(file_of(rid))
+        self._touch(rid, records.get(rid))
+        records[rid] = entry
 
     def __delitem__(self, rid: str) -> None:
-        del self._file(file_of(rid))[rid]
+        records = self._file(file_of(rid))
+        self._touch(rid, records.get(rid))
+        del records[rid]
+
+    def _touch(self, rid: str, before: dict[str, Any] | None) -> None:
+        if not self._track or self.touched is None or rid in self.touched:
+            return
+        if len(self.touched) >= TOUCHED_MAX:
+            self.touched = None     # too many: the next version scans every record
+        else:
+            self.touched[rid] = snapshot(before)
 
     def __contains__(self, rid: object) -> bool:
         return isinstance(rid, str) and rid in self._file(file_of(rid))
@@ -254,14 +317,19 @@ class State:
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_run: dict[str, Any] = field(default_factory=dict)
+    # {concept: {"done": [ids]}}: every done record by concept, as of the last version (kept by
+    # ``version``), so that ``source.versions: latest`` and the concept count need no full scan
+    concepts: Records = field(default=None)  # type: ignore[assignment]  # set in __post_init__
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if not isinstance(self.records, Records):
             initial = self.records or {}
-            self.records = Records(records_folder(self.path))
+            self.records = Records(records_folder(self.path), touched={})
             for rid, entry in initial.items():
                 self.records[rid] = entry
+        if not isinstance(self.concepts, Records):
+            self.concepts = Records(concepts_folder(self.path), track=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> State:
@@ -270,7 +338,10 @@ class State:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return cls(path=path)
+            fresh = cls(path=path)
+            if any(records_folder(path).glob("*.jsonl")):
+                fresh.records.touched = None     # records without their state.json: unknown
+            return fresh
         except (OSError, ValueError) as exc:
             raise StateError(
                 f"cannot read the state file {path}: {exc}", stage="state",
@@ -282,7 +353,9 @@ class State:
             raise StateError(f"state file {path} has schema {schema!r}", stage="state",
                              expected=SCHEMA, got=schema,
                              hint="upgrade the pipeline to the version that wrote it")
-        records = Records(records_folder(path), raw.get("record_files", {}))
+        # No "touched" key (written before it existed, or schema 1): not known, full scan once.
+        records = Records(records_folder(path), raw.get("record_files", {}),
+                          raw.get("touched") if schema == SCHEMA else None)
         for rid, entry in (raw.get("records", {}) if schema == 1 else {}).items():
             # Schema 1 held the records inline: they move to their files on the next save.
             records[rid] = {k: v for k, v in entry.items() if k in RECORD_KEYS}
@@ -299,14 +372,16 @@ class State:
         return {
             "schema": SCHEMA, "cursor": self.cursor,
             "record_files": self.records.file_summaries(), "pending": self.pending,
+            "touched": self.records.touched,
             "versions": self.versions, "destinations": self.destinations,
             "journal": self.journal, "notifications": self.notifications,
             "last_run": self.last_run,
         }
 
     def save(self) -> None:
-        """Records files first, ``state.json`` last, each atomically."""
+        """Records files (and the concept index) first, ``state.json`` last, each atomically."""
         self.records.save()
+        self.concepts.save()
         atomic_write_text(self.path, render(self.to_dict()))
 
     # -- records ---------------------------------------------------------------------------
@@ -348,7 +423,7 @@ def render(data: dict[str, Any]) -> str:
     for i, key in enumerate(keys):
         comma = "," if i < len(keys) - 1 else ""
         value = data[key]
-        if key in ("record_files", "pending") and value:
+        if key in ("record_files", "pending", "touched") and value:
             items = sorted(value.items())
             out.append(f" {json.dumps(key)}: {{")
             out += [f"  {json.dumps(k)}: "

@@ -41,10 +41,12 @@ killed run leaves either no version or a complete one; the state entry is saved 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,7 @@ from pipeline.research import (
     update_totals,
     write_extras,
 )
-from pipeline.state import State
+from pipeline.state import State, concept_key, counted, snapshot
 from pipeline.store import LIBVER, write_metadata
 
 __all__ = ["BuiltVersion", "Changes", "build_version", "built_version", "decide_changes",
@@ -171,6 +173,152 @@ def decide_changes(
                  for r in sorted(previous - set(live), key=id_key)},
         live=tuple(sorted(live, key=id_key)),
     )
+
+
+# The counts a version carries forward from the previous one (plus the change since).
+CARRIED_COUNTS = ("records", "concepts", "files", "images", "redactions")
+
+
+def selection_key(source: Any) -> str:
+    """What besides the records decides the live set: the versions policy and the exclusions.
+
+    Kept in each version entry: when it changes, the next version reads every record once.
+    """
+    ex = source.exclusions
+    text = json.dumps([source.versions, sorted(ex.records), sorted(ex.concepts)])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Decision:
+    """What the next version changes, and what it costs to know it.
+
+    ``placed`` maps the examined records that are in the previous version to their part (every
+    placed record on a full scan); ``counts`` are the version's totals (CARRIED_COUNTS);
+    ``concepts`` the concept-index entries to write once the version is built (every concept
+    on a full scan, which also drops the others).
+    """
+
+    changes: Changes
+    placed: dict[str, str]
+    counts: dict[str, int]
+    concepts: dict[str, list[str]]
+    full: bool
+
+
+def decide(state: State, source: Any) -> Decision:
+    """Decide the next version from the records touched since the last one (their files, the
+    concept index entries of their concepts and, with ``versions: latest``, the records those
+    concepts' newest version moves from or to), never reading the others.
+
+    Every record is read instead when the state does not know what changed since the last
+    version (a state from before the index, or more than TOUCHED_MAX records touched), when
+    there is no previous version, when the policy or the exclusions changed, or when the
+    concept index is missing (a records folder copied without its ``concepts/``).
+    """
+    prev = state.latest_version
+    base = (prev or {}).get("counts") or {}
+    touched = state.records.touched
+    lost_index = bool(base.get("concepts")) and not any(state.concepts.folder.glob("*.jsonl"))
+    if (touched is None or prev is None or prev.get("selection") != selection_key(source)
+            or any(k not in base for k in CARRIED_COUNTS) or lost_index):
+        return _decide_all(state, source)
+    return _decide_touched(state, source, touched, {k: int(base[k]) for k in CARRIED_COUNTS})
+
+
+def _decide_all(state: State, source: Any) -> Decision:
+    records = dict(state.records.items())
+    placed = {rid: str(r["part"]) for rid, r in records.items() if r.get("part")}
+    changes = decide_changes(records, placed, policy=source.versions,
+                             excluded_records=source.exclusions.records,
+                             excluded_concepts=source.exclusions.concepts)
+    counts = dict.fromkeys(CARRIED_COUNTS, 0)
+    for rid in changes.live:
+        _add(counts, counted(records[rid]), 1)
+    counts["concepts"] = len({concept_key(r, records[r]) for r in changes.live})
+    index: dict[str, list[str]] = {}
+    for rid, rec in records.items():
+        if rec.get("status") == "done":
+            index.setdefault(concept_key(rid, rec), []).append(rid)
+    return Decision(changes, placed, counts, index, full=True)
+
+
+def _add(counts: dict[str, int], share: Mapping[str, int], sign: int) -> None:
+    counts["records"] += sign
+    for key in ("files", "images", "redactions"):
+        counts[key] += sign * int(share.get(key, 0))
+
+
+def _decide_touched(state: State, source: Any, touched: Mapping[str, Mapping[str, Any]],
+                    counts: dict[str, int]) -> Decision:
+    excluded_records = set(source.exclusions.records)
+    excluded_concepts = set(source.exclusions.concepts)
+
+    def live(key: str, ids: Iterable[str]) -> list[str]:
+        # as decide_changes: a concept-less record is its own concept ("key" is then its id)
+        ok = [] if key in excluded_concepts else [i for i in ids if i not in excluded_records]
+        return [max(ok, key=id_key)] if ok and source.versions == "latest" else ok
+
+    now = {rid: state.records.get(rid) for rid in touched}
+    done_now: dict[str, list[str]] = {}
+    keys = set()
+    for rid, before in touched.items():
+        if before.get("status") == "done":
+            keys.add(concept_key(rid, dict(before)))
+        rec = now[rid]
+        if rec is not None and rec.get("status") == "done":
+            done_now.setdefault(concept_key(rid, rec), []).append(rid)
+    keys |= set(done_now)
+    old = {k: list((state.concepts.get(k) or {}).get("done") or []) for k in sorted(keys)}
+    new = {k: sorted((set(ids) - set(touched)) | set(done_now.get(k, ())), key=id_key)
+           for k, ids in old.items()}
+    examined = set(touched)
+    if source.versions == "latest":   # the newest version of each concept, before and after
+        for k in keys:
+            examined |= set(live(k, old[k])) | set(live(k, new[k]))
+    records = {rid: rec for rid in sorted(examined, key=id_key)
+               if (rec := now.get(rid) if rid in now else state.records.get(rid)) is not None}
+    # Before: a touched record as it was at the last version, the others as they are.
+    before = {rid: dict(touched[rid]) if rid in touched else snapshot(records[rid])
+              for rid in examined}
+    placed = {rid: str(b["part"]) for rid, b in before.items() if b.get("part")}
+    changes = decide_changes(records, placed, policy=source.versions,
+                             excluded_records=excluded_records,
+                             excluded_concepts=excluded_concepts)
+    for rid in examined:
+        if before[rid].get("part"):
+            _add(counts, before[rid], -1)
+    for rid in changes.live:
+        _add(counts, counted(records[rid]), 1)
+    counts["concepts"] += sum(bool(live(k, new[k])) - bool(live(k, old[k])) for k in keys)
+    return Decision(changes, placed, counts, new, full=False)
+
+
+def _settle_unchanged(state: State, source: Any, decision: Decision) -> None:
+    """Nothing to version: forget what was touched (records marked skipped by ``detect``, or
+    processed again unchanged), so it is not examined again, when that loses nothing: the
+    counts are those of the last version and it was built with the same selection."""
+    prev = state.latest_version
+    if prev is None or prev.get("selection") != selection_key(source) or \
+            any(decision.counts[k] != (prev.get("counts") or {}).get(k) for k in CARRIED_COUNTS):
+        return
+    _apply_concepts(state, decision)
+    state.records.touched = {}
+    state.save()
+
+
+def _apply_concepts(state: State, decision: Decision) -> None:
+    """Write the concept index as of the version just built (see :class:`Decision`)."""
+    index = state.concepts
+    if decision.full:
+        index.load_all()
+        for rid in list(index):
+            del index[rid]
+    for key, ids in decision.concepts.items():
+        if ids:
+            index[key] = {"done": sorted(ids, key=id_key)}
+        elif key in index:
+            del index[key]
 
 
 def _pack(sizes: Mapping[str, int], part_max_bytes: int) -> list[list[str]]:
@@ -395,11 +543,10 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     source = source or find_local(workdir)
     prev = state.latest_version
     src = manifest.source
-    placed = {rid: str(r["part"]) for rid, r in state.records.items() if r.get("part")}
-    changes = decide_changes(state.records, placed, policy=src.versions,
-                             excluded_records=src.exclusions.records,
-                             excluded_concepts=src.exclusions.concepts)
+    decision = decide(state, src)
+    changes, placed = decision.changes, decision.placed
     if changes.empty:
+        _settle_unchanged(state, src, decision)
         return None
     version = next_version(state.versions, now.date())
     incoming = {rid: _new_entry(workdir, rid, state.records[rid], version)
@@ -441,7 +588,8 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     # Each content once: what the new versions of concepts may refer to are the newest earlier
     # version of each concept in the current volume (from its part index, fetched by need).
     volume_parts = [n for n in _listing(prev) if is_part(n)]
-    write_parts(known_for({rid: e["concept"] for rid, e in incoming.items()}, state.records,
+    concepts = {rid: e["concept"] for rid, e in incoming.items()}
+    write_parts(known_for(concepts, _concept_members(state, set(concepts.values())),
                           volume_parts, read_index))
     new_bytes = sum(p.stat().st_size for p in written.values())
 
@@ -518,7 +666,7 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
                              changes=changes, incoming=incoming, listing=listing,
                              parts_meta=parts_meta, withdrawn=withdrawn,
                              new_parts=[n for n, _ in new_parts], latest=latest,
-                             totals=totals)
+                             totals=totals, carried=decision.counts)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -543,7 +691,8 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
              "sizes": dict(sorted(sizes.items())), "written": sorted(names),
              "parts": dict(sorted(parts_meta.items())), "withdrawn": withdrawn,
              "added": list(changes.added), "updated": list(changes.updated),
-             "removed": list(changes.removed), "totals": totals, "published": {}}
+             "removed": list(changes.removed), "totals": totals, "published": {},
+             "selection": selection_key(src)}
     for old in state.versions:   # running totals: only the newest entry needs them
         old.pop("totals", None)
     state.versions.append(entry)
@@ -552,8 +701,24 @@ def build_version(manifest: Any, state: State, workdir: str | os.PathLike[str], 
     for rid in changes.removed:
         if rid in state.records:
             state.records[rid].pop("part", None)
+    _apply_concepts(state, decision)
+    state.records.touched = {}
     state.save()
     return built_version(entry, workdir)
+
+
+def _concept_members(state: State, concepts: set[str]) -> Mapping[str, Mapping[str, Any]]:
+    """The records of ``concepts`` as of the last version, from the concept index: only their
+    records files are read. Without an index (a state from before it) every record is."""
+    if not any(state.concepts.folder.glob("*.jsonl")):
+        return state.records
+    members: dict[str, Mapping[str, Any]] = {}
+    for concept in sorted(concepts):
+        for rid in (state.concepts.get(concept) or {}).get("done") or []:
+            rec = state.records.get(str(rid))
+            if rec is not None:
+                members[str(rid)] = rec
+    return members
 
 
 def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume: int,
@@ -561,23 +726,17 @@ def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume
                  listing: Mapping[str, tuple[int, str, str]],
                  parts_meta: Mapping[str, Mapping[str, Any]], withdrawn: Mapping[str, list[str]],
                  new_parts: list[str], latest: Mapping[int, Mapping[str, Any]],
-                 totals: Mapping[str, Any]
+                 totals: Mapping[str, Any], carried: Mapping[str, int]
                  ) -> tuple[dict[str, str], dict[str, str], dict[str, int], str, dict[str, int]]:
     """Catalog, card, changelog, Kaggle metadata, datapackage, Croissant, the loader, the
     figures and SHA256SUMS of the version."""
     sizes = {n: v[0] for n, v in listing.items()}
     md5 = {n: v[1] for n, v in listing.items()}
     sha = {n: v[2] for n, v in listing.items()}
-    live = [state.records[r] for r in changes.live]
     titles = {rid: str(e.get("title") or "") for rid, e in incoming.items()}
-    notes = changelog_entry(version, now.date(), changes, titles, live=len(changes.live))
+    notes = changelog_entry(version, now.date(), changes, titles, live=carried["records"])
     parts = sorted(n for n in listing if is_part(n))
-    counts = {"records": len(changes.live),
-              "concepts": len({str(r.get("concept") or "") for r in live}),
-              "files": sum(int(r.get("files") or 0) if isinstance(r.get("files"), int)
-                           else len(r.get("files") or []) for r in live),
-              "images": sum(int(r.get("images") or 0) for r in live),
-              "redactions": sum(int(r.get("redactions") or 0) for r in live),
+    counts = {**{k: int(carried[k]) for k in CARRIED_COUNTS},
               "parts": len(parts), "added": len(changes.added),
               "updated": len(changes.updated), "removed": len(changes.removed),
               "volume": volume, "new_parts": len(new_parts),
@@ -614,7 +773,7 @@ def _write_fixed(manifest: Any, state: State, tmp: Path, *, version: str, volume
     extras = write_extras(tmp, extensions=totals["extensions"],
                           growth=[*growth, (version, counts["records"], counts["images"])],
                           samples_from=[e["_h5"] for e in incoming.values()])
-    researchers = card_sections(licences=totals["licences"], records=live,
+    researchers = card_sections(licences=totals["licences"], splits=totals.get("splits") or {},
                                 proportions=ds.splits, figures=figures_markdown(),
                                 policy=manifest.source.licenses)
     texts = {

@@ -146,7 +146,7 @@ def test_card_shows_figures_licences_splits_and_the_loader(built: dict) -> None:
     assert "each file keeps the\nlicence of its record" in card or \
         "**each file keeps the\nlicence of its record**" in card
     assert "| licence (SPDX) | records | files |" in card
-    assert "| split | share | concepts | records | images |" in card
+    assert "| split | share | records | images |" in card
     assert "code_images.iter_files" in card and (folder / LOADER).is_file()
 
 

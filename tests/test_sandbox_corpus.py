@@ -65,6 +65,21 @@ def test_bulk_records_fall_within_their_day() -> None:
     assert types.count("dataset") == 20
 
 
+@pytest.mark.timeout(20)
+def test_new_concepts_keep_coming_after_every_owner_repo_pair_is_taken() -> None:
+    # bench_year makes one concept a day: with 15 initial concepts the 360 (owner, repo) pairs
+    # were all taken on day 346, and day 347's new_records spun forever drawing a free pair
+    corpus = Corpus(0)
+    concepts = [corpus._new_concept() for _ in range(2 * 360 + 5)]  # no records: fast
+    names = [(c.owner, c.repo) for c in concepts]
+    assert len(set(names)) == len(names)
+    assert {repo.rsplit("-", 1)[1] for _, repo in names[720:]} == {"3"}
+    made = corpus.new_records(2, NOW)       # a new version and a new concept, named "...-3"
+    parsed = [parse_record(c.record) for c in made]
+    assert parsed[1].github is not None and parsed[1].github.repo.endswith("-3")
+    assert all(f.key in c.blobs for p, c in zip(parsed, made, strict=True) for f in p.files)
+
+
 def test_the_lexer_breaks_on_an_unquoted_offset_like_luqum() -> None:
     with pytest.raises(query.QuerySyntaxError):
         query.parse("updated:[2024-01-01T00:00:00+00:00 TO *]", now=NOW)

@@ -694,6 +694,8 @@ class World:
         state["records"] = {}
         listing = self.remote.read("state/state.records") or ""
         for name in listing.splitlines()[2:]:        # `git show` of a tree: a header, a blank
+            if name.endswith("/"):                   # concepts/: the concept index
+                continue
             for line in (self.remote.read(f"state/state.records/{name}") or "").splitlines():
                 entry = json.loads(line)
                 state["records"][entry.pop("id")] = entry

@@ -59,6 +59,7 @@ _KEYWORDS = ("astronomy", "bioinformatics", "climate", "hpc", "machine learning"
              "julia", "rust", "simulation", "data analysis", "reproducibility", "geophysics")
 _LICENSES = ("mit", "bsd-3-clause", "apache-2.0", "gpl-3.0-or-later", "mit", "bsd-3-clause")
 _COMMUNITIES = ("astronomy", "bioinformatics", "open-science")
+_NAME_DRAWS = 64   # random draws of a free (owner, repo) before taking the first free one
 _RESOURCE_TITLES = {"software": "Software", "dataset": "Dataset", "publication": "Journal article"}
 
 
@@ -184,13 +185,33 @@ class Corpus:
         """A random-looking (seeded) UUID4 for file and bucket ids."""
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
+    def _new_name(self) -> tuple[str, str]:
+        """An ``(owner, repo)`` no concept has yet, in a bounded number of steps.
+
+        Why: there are only ``len(_OWNERS) * len(_REPOS)`` (360) pairs and a day of
+        :meth:`new_records` makes a new concept, so a long simulation (``bench_year``: 15 initial
+        concepts + one a day) takes them all on day 346; drawing until a free pair turns up then
+        spins forever. Once every pair of a generation is taken, the next generation suffixes
+        the repo (``tidepool-2``, then ``-3``...). Within a generation the pair is drawn at
+        random (the same draws as before, so a seed's corpus is unchanged), and after
+        ``_NAME_DRAWS`` misses the first free pair in order is taken, so the search never spins.
+        """
+        rng = self.rng
+        generation = len(self._names) // (len(_OWNERS) * len(_REPOS))  # full generations
+        suffix = f"-{generation + 1}" if generation else ""
+        for _ in range(_NAME_DRAWS):
+            name = (rng.choice(_OWNERS), rng.choice(_REPOS) + suffix)
+            if name not in self._names:
+                break
+        else:
+            name = next((owner, repo + suffix) for owner in _OWNERS for repo in _REPOS
+                        if (owner, repo + suffix) not in self._names)
+        self._names.add(name)
+        return name
+
     def _new_concept(self, rtype: str = "software", subtype: str | None = None) -> _Concept:
         rng = self.rng
-        while True:
-            owner, repo = rng.choice(_OWNERS), rng.choice(_REPOS)
-            if (owner, repo) not in self._names:
-                self._names.add((owner, repo))
-                break
+        owner, repo = self._new_name()
         creators = []
         for name, affiliation in rng.sample(_CREATORS, rng.randint(1, 3)):
             person = {"name": name, "affiliation": affiliation}
