@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import requests
 
+from pipeline.code_images import read_metadata
 from pipeline.demo import sandbox_environ, sandbox_manifest
 from pipeline.loader import iter_images
 from pipeline.manifest import load
@@ -102,7 +103,7 @@ def test_planted_secrets_never_reach_either_destination(sandbox: Sandbox, tmp_pa
 
         part = next(p for p in sorted(folder.glob("part-*.h5")))
         with h5py.File(part) as h5:
-            meta = json.loads(h5[f"records/{rid}/metadata.json"][()])
+            meta = read_metadata(h5[f"records/{rid}"])   # stored gzip-compressed
         redactions = meta["redactions"]
         assert meta["redaction"]["policy"] == "secrets"
         assert meta["redaction"]["count"] == len(redactions) == len(planted)
@@ -119,7 +120,7 @@ def test_planted_secrets_never_reach_either_destination(sandbox: Sandbox, tmp_pa
         card = (folder / "README.md").read_text(encoding="utf-8")
         assert f"**{len(planted)}** values are masked" in card
         for name in os.listdir(folder):
-            if not name.endswith(".h5"):
+            if not name.endswith((".h5", ".png")):
                 assert _leaks(planted, (folder / name).read_text(encoding="utf-8")) == [], name
 
     feed = (manifest.parent / "feed" / "dataset.atom").read_text(encoding="utf-8")
